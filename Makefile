@@ -1,0 +1,40 @@
+# model-serving-gitops: every command a contributor needs. `make demo` and `make test` set everything up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEMO := build/demo
+# pytest workers: one per core unless told otherwise (`make test JOBS=1`)
+JOBS ?= auto
+
+.PHONY: help setup tools schemas test test-fast demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(INSTALLED) tools ## create .venv, install the project and the pinned kustomize + kubeconform
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+tools: $(INSTALLED)
+	@$(BIN)/servingops tools install
+
+schemas: setup ## build the offline schema store (.cache/schemas)
+	$(BIN)/servingops schemas build
+
+test: setup ## run every test (the full overlay matrix included)
+	$(BIN)/pytest -n $(JOBS)
+
+test-fast: setup ## run the tests that finish in seconds
+	$(BIN)/pytest -n $(JOBS) -m "not slow"
+
+demo: setup ## generate a repo from the default answers into build/demo and validate every overlay
+	$(BIN)/servingops demo --out $(DEMO)
+
+clean: ## remove everything make created
+	rm -rf $(VENV) .tools .cache build .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from servingops.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""`servingops`: one verb per job. Every ServingOpsError becomes one line on stderr and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__, schemas, tools, validate
+from .errors import ServingOpsError
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubernetes-version",
+        default=schemas.DEFAULT_KUBERNETES_VERSION,
+        help="Kubernetes version of the core schemas (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--crds",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="folder or file of CRDs (repeatable; later ones win). Default: $SERVINGOPS_CRDS, else ../shared/crds",
+    )
+    parser.add_argument(
+        "--schemas", type=Path, default=schemas.DEFAULT_STORE, metavar="DIR",
+        help="schema store folder (default: %(default)s)",
+    )
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    names = args.names or list(tools.pinned_tools())
+    for name in names:
+        if name not in tools.pinned_tools():
+            raise ServingOpsError(f"unknown tool {name!r}: choose from {', '.join(tools.pinned_tools())}")
+        if args.action == "install":
+            path = tools.install(name, allow_go=not args.no_go, allow_download=not args.no_download)
+        else:
+            path = tools.tool_path(name)
+        print(f"{name} {tools.pinned_tools()[name].version}: {path}")
+    return 0
+
+
+def _crd_dirs(args: argparse.Namespace) -> list[Path] | None:
+    if getattr(args, "download", False):
+        return [schemas.download_pinned_crds(Path(".cache/crds"))] + (args.crds or [])
+    return args.crds
+
+
+def cmd_schemas_build(args: argparse.Namespace) -> int:
+    crd_dirs = _crd_dirs(args)
+    if crd_dirs is None and not schemas.default_crd_dirs():
+        raise ServingOpsError(
+            f"no CRD source: {schemas.shared_crds_dir()} does not exist. Pass --crds DIR (for example the output "
+            "of `kubectl get crd -o yaml`), set SERVINGOPS_CRDS, or use --download for the pinned upstream CRDs"
+        )
+    store = schemas.build_store(args.schemas, args.kubernetes_version, crd_dirs, force=args.force)
+    state = "built" if store.rebuilt else "up to date"
+    print(f"{store.schema_count} schemas for Kubernetes {store.kubernetes_version} {state} in {store.path}")
+    print(f"kubeconform -schema-location '{store.location}'")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    report = validate.validate(
+        args.paths,
+        kubernetes_version=args.kubernetes_version,
+        crd_dirs=_crd_dirs(args),
+        store_dir=args.schemas,
+        online=args.online,
+        jobs=args.jobs,
+    )
+    if args.output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.failures():
+            print(line)
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servingops", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    tool = verbs.add_parser("tools", help="install or locate the pinned kustomize and kubeconform")
+    tool.add_argument("action", choices=["install", "path"])
+    tool.add_argument("names", nargs="*", help="tools to act on (default: all)")
+    tool.add_argument("--no-go", action="store_true", help="do not try `go install`")
+    tool.add_argument("--no-download", action="store_true", help="do not try the GitHub release download")
+    tool.set_defaults(func=cmd_tools)
+
+    schema = verbs.add_parser("schemas", help="the offline schema store")
+    schema_verbs = schema.add_subparsers(dest="schema_verb", required=True, metavar="VERB")
+    build = schema_verbs.add_parser("build", help="write a kubeconform-ready schema folder (only when inputs changed)")
+    _add_schema_options(build)
+    build.add_argument("--out", dest="schemas", type=Path, default=schemas.DEFAULT_STORE, help="same as --schemas")
+    build.add_argument("--download", action="store_true", help="also fetch the pinned upstream CRDs (sha256-checked)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    build.set_defaults(func=cmd_schemas_build)
+
+    check = verbs.add_parser("validate", help="kustomize build + strict offline kubeconform for every overlay under PATH")
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                       help="kustomization folder, folder to search for kustomizations, or YAML file")
+    _add_schema_options(check)
+    check.add_argument("--download", action="store_true", help="also use the pinned upstream CRDs (fetched once)")
+    check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")
+    check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
+    check.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
+    check.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ServingOpsError as exc:
+        print(f"servingops: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The validation pipeline end to end: real kustomize, real kubeconform, real CRDs, no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from servingops.validate import ERROR, INVALID, VALID, validate
+from servingops.tools import PROJECT_ROOT
+
+KUSTOMIZATION = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: llm-platform
+resources:
+{resources}
+"""
+
+RUNTIME = """\
+apiVersion: serving.kserve.io/v1alpha1
+kind: ClusterServingRuntime
+metadata:
+  name: kserve-vllm
+spec:
+  supportedModelFormats:
+    - name: huggingface
+      version: "1"
+      autoSelect: true
+  protocolVersions: [v2, v1]
+  containers:
+    - name: kserve-container
+      image: kserve/huggingfaceserver:v0.16.0-gpu
+      args: ["--model_name={{.Name}}", "--backend=vllm"]
+      resources:
+        requests: {cpu: "1", memory: 2Gi}
+        limits: {cpu: "1", memory: 2Gi}
+"""
+
+ISVC = """\
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: qwen25-1-5b
+spec:
+  predictor:
+    model:
+      modelFormat: {name: huggingface}
+      runtime: kserve-vllm
+      storageUri: hf://Qwen/Qwen2.5-1.5B-Instruct
+"""
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+"""
+
+
+def overlay(folder: Path, **manifests: str) -> Path:
+    resources = "\n".join(f"  - {name}.yaml" for name in manifests)
+    return write(folder, {"kustomization.yaml": KUSTOMIZATION.format(resources=resources)}
+                 | {f"{name}.yaml": text for name, text in manifests.items()})
+
+
+def statuses(report):
+    return {(r.kind, r.name): (r.status, r.message) for r in report.resources}
+
+
+def test_valid_kserve_objects_pass(tmp_path, store):
+    report = validate([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)])
+    assert report.ok, report.failures()
+    assert report.summary() == "2 resources valid, 0 invalid, 0 errors in 1 overlays"
+
+
+def test_inference_service_typo_fails(tmp_path, store):
+    report = validate([overlay(tmp_path, isvc=ISVC.replace("storageUri", "storageUrl"))])
+    status, message = statuses(report)[("InferenceService", "qwen25-1-5b")]
+    assert status == INVALID and "storageUrl" in message and "/spec/predictor/model" in message
+    assert not report.ok
+
+
+def test_deployment_with_unknown_field_fails(tmp_path, store):
+    report = validate([overlay(tmp_path, web=DEPLOYMENT + "          bogus: true\n")])
+    status, message = statuses(report)[("Deployment", "web")]
+    assert status == INVALID and "'bogus' not allowed" in message
+
+
+def test_kind_without_schema_is_an_error_not_a_skip(tmp_path, store):
+    unknown = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n"
+    report = validate([overlay(tmp_path, widget=unknown, web=DEPLOYMENT)])
+    status, message = statuses(report)[("Widget", "w")]
+    assert status == ERROR and "no schema for example.com/v1 Widget" in message and "--crds" in message
+    assert statuses(report)[("Deployment", "web")][0] == VALID
+    assert report.summary() == "1 resources valid, 0 invalid, 1 errors in 1 overlays"
+
+
+def test_broken_kustomization_fails_with_kustomizes_message(tmp_path, store):
+    write(tmp_path, {"kustomization.yaml": KUSTOMIZATION.format(resources="  - missing.yaml")})
+    report = validate([tmp_path])
+    [target] = report.targets
+    assert target.status == ERROR and "kustomize" in target.message and "missing.yaml" in target.message
+    assert not report.ok and report.errors == 1
+
+
+def test_search_finds_every_overlay_and_skips_components(tmp_path, store):
+    overlay(tmp_path / "envs" / "a", isvc=ISVC)
+    overlay(tmp_path / "envs" / "b", web=DEPLOYMENT)
+    write(tmp_path / "components" / "gpu", {
+        "kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"})
+    report = validate([tmp_path])
+    assert sorted(Path(t.target).name for t in report.targets) == ["a", "b"]
+    assert report.ok
+
+
+def cli(*args: str, env: dict | None = None, wrapper: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "servingops", *args],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_cli_prints_one_line_per_failure_and_the_summary(tmp_path, store):
+    overlay(tmp_path / "good", isvc=ISVC)
+    overlay(tmp_path / "bad", web=DEPLOYMENT.replace("containers:", "containerz:"))
+    result = cli("validate", str(tmp_path))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert lines[-1] == "1 resources valid, 1 invalid, 0 errors in 2 overlays"
+    assert len(lines) == 2 and "Deployment llm-platform/web" in lines[0] and "containerz" in lines[0]
+    as_json = json.loads(cli("validate", str(tmp_path / "good"), "--output", "json").stdout)
+    assert as_json["summary"] == {"valid": 1, "invalid": 0, "errors": 0, "overlays": 1}
+
+
+def network_blocker() -> tuple[str, ...]:
+    """An empty network namespace when the kernel allows one; the closed-port proxies apply in any case."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return (unshare, "-rn")
+    return ()
+
+
+def test_validation_needs_no_network(tmp_path, store):
+    # No route out (network namespace) and every proxy pointing at a closed port: a schema fetch would fail,
+    # which kubeconform reports as "could not find schema" -> an error here. All valid proves nothing is fetched.
+    overlay(tmp_path, runtime=RUNTIME, isvc=ISVC, web=DEPLOYMENT)
+    closed = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    result = cli("validate", str(tmp_path), env=closed, wrapper=network_blocker())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("3 resources valid, 0 invalid, 0 errors in 1 overlays")
