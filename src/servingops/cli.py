@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, schemas, tools, validate
+from . import __version__, render, schemas, tools, validate
 from .errors import ServingOpsError
 
 
@@ -81,6 +82,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def print_tree(root: Path, prefix: str = "") -> None:
+    """A `tree`-like listing (folders first), so the demo shows what was generated."""
+    entries = sorted(root.iterdir(), key=lambda p: (p.is_file(), p.name))
+    for index, path in enumerate(entries):
+        last = index == len(entries) - 1
+        print(f"{prefix}{'└── ' if last else '├── '}{path.name}{'/' if path.is_dir() else ''}")
+        if path.is_dir():
+            print_tree(path, prefix + ("    " if last else "│   "))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"==> copier copy --defaults (this template, working tree) -> {out}")
+    render.render(out)
+    answers = render.load_answers(out / ".copier-answers.yml")
+    print_tree(out)
+    print(f"\n==> servingops validate {out}  (kustomize build + kubeconform -strict, offline)")
+    report = validate.validate([out], jobs=args.jobs)
+    for line in report.failures():
+        print(line)
+    for target in report.targets:
+        print(f"  {target.status:8} {target.resources:3} resources  {target.target}")
+    print(report.summary())
+    if report.ok:
+        print(
+            f"\nA GitOps repo for {len(answers['runtimes'])} runtimes and "
+            f"{len(answers['environments'])} environments is in {out}: read its README.md, then commit it and "
+            "point Argo CD or Flux at it."
+        )
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="servingops", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -111,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
     check.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
     check.set_defaults(func=cmd_validate)
+
+    demo = verbs.add_parser("demo", help="generate a repo from the default answers and validate every overlay")
+    demo.add_argument("--out", type=Path, default=Path("build/demo"), help="where to generate (default: %(default)s; replaced)")
+    demo.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
