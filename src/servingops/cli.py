@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, render, schemas, tools, validate
+from . import __version__, helm_import, lint, matrix, render, schemas, tools, validate
 from .errors import ServingOpsError
 
 
@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("build/demo"), help="where to generate (default: %(default)s; replaced)")
     demo.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
+
+    # Verbs owned by their modules: each registers its parser and sets `func`.
+    for module in (lint, matrix, helm_import):
+        module.add_parser(verbs)
     return parser
 
 
