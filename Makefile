@@ -28,10 +28,10 @@ schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build
 
 test: setup ## run every test (the full overlay matrix included)
-	$(BIN)/pytest -n $(JOBS)
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup
 
 test-fast: setup ## run the tests that finish in seconds
-	$(BIN)/pytest -n $(JOBS) -m "not slow"
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not slow"
 
 demo: setup ## generate a repo from the default answers into build/demo and validate every overlay
 	$(BIN)/servingops demo --out $(DEMO)

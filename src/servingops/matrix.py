@@ -1,9 +1,602 @@
-"""(being written)"""
+"""Render and validate every overlay combination: the proof that whatever users answer builds and validates.
+
+A *cell* is one environment: a non-empty set of runtimes x an allowed set of catalog components (both
+enumerated from overlays-catalog/, never from a hand-kept list). Cells are packed into few renders: one
+`copier copy` per (runtime set, storage variant) carries one environment per cell, so an answer set is
+rendered once and all its component combinations are built from it. The remaining answers (GitOps engine,
+secrets provider, deployment mode, ...) are covered by an all-pairs set across those renders.
+Disallowed cells and answer pairs are part of the matrix too: each must be rejected by copier with a message.
+
+The pipeline is designed for the floor (one kustomize build per distinct overlay, one schema validation per
+distinct resource): renders run in a process pool, builds in a thread pool as renders finish, overlays with
+identical inputs are built once, and a single kubeconform process validates each distinct resource once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import render
+from .errors import CommandError, ServingOpsError
+from .schemas import DEFAULT_STORE, build_store
+from .validate import (
+    ERROR, INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_file, kustomize_build, split_documents,
+)
+
+# --- the catalog's combinations ------------------------------------------------------------------------
+
+RUNTIMES: dict[str, dict] = render.catalog("runtimes")
+COMPONENTS: dict[str, dict] = render.catalog("components")
+
+# Models the matrix deploys: one plain model per runtime (+ a GPU Ollama model), and for each storage backend
+# that needs credentials a model on the runtime that can run in the most environments.
+PLAIN_MODELS = {"vllm": ["qwen25-1-5b"], "llamacpp": ["qwen25-0-5b-gguf"], "ollama": ["qwen3-4b", "llama-8b-gpu"]}
+STORAGE_MODELS: dict[str, dict[str, Any]] = {
+    "s3": {
+        "llamacpp": {"catalog": "qwen-7b-gguf"},
+        "vllm": {"custom": {"name": "qwen-s3", "runtime": "vllm", "gpus": 1,
+                            "storageUri": "s3://models/qwen2.5-1.5b-instruct"}},
+    },
+    "gated-hf": {
+        "llamacpp": {"custom": {"name": "llama-gguf-gated", "runtime": "llamacpp", "gated": True,
+                                "storageUri": "hf://meta-llama/Llama-3.2-1B-Instruct-GGUF",
+                                "file": "llama-3.2-1b-instruct-q4_k_m.gguf"}},
+        "vllm": {"catalog": "llama-70b"},
+    },
+}
+STORAGE_COMPONENTS = tuple(STORAGE_MODELS)
+
+# Answers besides runtimes/models/environments that change the output, with their values. The first value
+# is the template's default.
+AXES: dict[str, list[Any]] = {
+    "gitops_engine": ["argocd", "flux", "both"],
+    "secrets_provider": ["external-secrets", "sealed-secrets", "sops", "manual"],
+    "deployment_mode": ["Knative", "Standard"],
+    "s3_auth": ["static", "keyless"],
+    "inference_pool_api": ["v1", "v1alpha2"],
+    "priority_classes": [True, False],
+    "flux_service_account": ["", "llm-reconciler"],
+}
+
+
+def axis_pair_allowed(a: str, va: Any, b: str, vb: Any) -> bool:
+    """Answer pairs copier rejects (the matrix asserts that separately): SOPS needs Flux alone."""
+    pair = {a: va, b: vb}
+    return not (pair.get("secrets_provider") == "sops" and pair.get("gitops_engine", "flux") != "flux")
+
+
+def runtime_sets() -> list[tuple[str, ...]]:
+    names = list(RUNTIMES)
+    return [combo for n in range(1, len(names) + 1) for combo in itertools.combinations(names, n)]
+
+
+def component_sets(*, allowed: bool = True) -> list[tuple[str, ...]]:
+    """Every subset of the catalog's components that respects (allowed=True) or breaks its requires/conflicts."""
+    names = list(COMPONENTS)
+    subsets = [combo for n in range(len(names) + 1) for combo in itertools.combinations(names, n)]
+    return [s for s in subsets if (component_set_problem(s) is None) == allowed]
+
+
+def component_set_problem(components: Sequence[str]) -> str | None:
+    for c in components:
+        for other in COMPONENTS[c]["conflicts"]:
+            if other in components:
+                return f"{c} and {other} conflict"
+        for needed in COMPONENTS[c]["requires"]:
+            if needed not in components:
+                return f"{c} requires {needed}"
+    return None
+
+
+def deployable(runtimes: Iterable[str], components: Sequence[str]) -> set[str]:
+    """Runtimes an environment can run: GPU runtimes only with the gpu component."""
+    return {r for r in runtimes if RUNTIMES[r]["hardware"] != "gpu" or "gpu" in components}
+
+
+def cell_problem(runtimes: Sequence[str], components: Sequence[str]) -> str | None:
+    """Why an environment (runtimes x components) cannot exist, by the catalog's rules; None if it can."""
+    if problem := component_set_problem(components):
+        return problem
+    here = deployable(runtimes, components)
+    if not here:
+        return "deploys nothing"
+    for c in components:
+        if not set(COMPONENTS[c]["runtimes"]) & here:
+            return f"{c} acts on none of the deployed runtimes"
+    return None
+
+
+def storage_runtime(component: str, runtimes: Sequence[str]) -> str | None:
+    """The runtime that carries the model a storage component needs (the most widely deployable one)."""
+    return next((r for r in ("llamacpp", "vllm") if r in runtimes and r in STORAGE_MODELS[component]), None)
+
+
+def model_hardware(runtime: str, gpus: int) -> str:
+    return "gpu" if RUNTIMES[runtime]["hardware"] == "gpu" or gpus > 0 else "cpu"
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    runtimes: tuple[str, ...]
+    components: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{'+'.join(self.runtimes)}/{'+'.join(self.components) or 'none'}"
+
+
+@dataclass
+class RenderSpec:
+    """One `copier copy`: a runtime set, a storage variant, other answers, and one environment per cell."""
+
+    name: str
+    runtimes: tuple[str, ...]
+    storage: tuple[str, ...]
+    axes: dict[str, Any]
+    cells: list[Cell] = field(default_factory=list)
+
+    def env_name(self, cell: Cell) -> str:
+        return f"e{self.cells.index(cell):02d}"
+
+    def answers(self) -> dict[str, Any]:
+        catalog_models, custom = models_for(self.runtimes, self.storage)
+        return {
+            **self.axes,
+            "runtimes": list(self.runtimes),
+            "catalog_models": catalog_models,
+            "custom_models": custom,
+            "environments": [
+                {"name": self.env_name(c), "cluster": "in-cluster", "components": list(c.components)} for c in self.cells
+            ],
+        }
+
+
+@dataclass
+class Rejection:
+    """Answers copier must refuse, and the question whose validator must say so."""
+
+    id: str
+    answers: dict[str, Any]
+    question: str
+    why: str
+
+
+def models_for(runtimes: Sequence[str], storage: Sequence[str]) -> tuple[list[str], list[dict]]:
+    catalog_models = [m for r in runtimes for m in PLAIN_MODELS[r]]
+    custom: list[dict] = []
+    for component in storage:
+        runtime = storage_runtime(component, runtimes)
+        choice = STORAGE_MODELS[component][runtime]
+        if "catalog" in choice:
+            catalog_models.append(choice["catalog"])
+        else:
+            custom.append(dict(choice["custom"]))
+    return catalog_models, custom
+
+
+def storage_needed(runtimes: Sequence[str], storage: Sequence[str], components: Sequence[str]) -> set[str]:
+    """Storage components an environment must select for the storage models it deploys."""
+    here = deployable(runtimes, components)
+    needed = set()
+    for component in storage:
+        runtime = storage_runtime(component, runtimes)
+        model = STORAGE_MODELS[component][runtime]
+        gpus = (model.get("custom") or {}).get("gpus", 0)
+        if runtime in here and (model_hardware(runtime, gpus) == "cpu" or "gpu" in components):
+            needed.add(component)
+    return needed
+
+
+def storage_variants(runtimes: Sequence[str]) -> list[tuple[str, ...]]:
+    possible = [c for c in STORAGE_COMPONENTS if storage_runtime(c, runtimes)]
+    return [combo for n in range(len(possible) + 1) for combo in itertools.combinations(possible, n)]
+
+
+def all_pairs(rows: int, axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """At least `rows` assignments of the axes that together cover every allowed pair of values (greedy)."""
+    names = list(axes)
+    uncovered = {
+        (a, va, b, vb)
+        for a, b in itertools.combinations(names, 2)
+        for va in axes[a]
+        for vb in axes[b]
+        if axis_pair_allowed(a, va, b, vb)
+    }
+    candidates = [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+    candidates = [c for c in candidates if all(axis_pair_allowed(a, c[a], b, c[b]) for a, b in itertools.combinations(names, 2))]
+
+    def gain(row: dict[str, Any]) -> int:
+        return sum((a, row[a], b, row[b]) in uncovered for a, b in itertools.combinations(names, 2))
+
+    chosen: list[dict[str, Any]] = []
+    while uncovered or len(chosen) < rows:
+        best = max(candidates, key=lambda c: (gain(c), -candidates.index(c)))
+        chosen.append(best)
+        uncovered -= {(a, best[a], b, best[b]) for a, b in itertools.combinations(names, 2)}
+    return chosen
+
+
+def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tuple[list[RenderSpec], list[Rejection]]:
+    """Every render (with its cells) and every rejection the matrix runs."""
+    varied = {name: values for name, values in AXES.items() if axes is None or name in axes}
+    fixed = {name: values[0] for name, values in AXES.items() if name not in varied}
+    groups = [(r, s) for r in runtime_sets() for s in storage_variants(r)]
+    if exhaustive:
+        keys = list(varied)
+        rows = [dict(zip(keys, v)) for v in itertools.product(*varied.values())]
+        rows = [r for r in rows if all(axis_pair_allowed(a, r[a], b, r[b]) for a, b in itertools.combinations(keys, 2))]
+        assignments = [(g, row) for g in groups for row in rows]
+    else:
+        rows = all_pairs(len(groups), varied) if varied else [{}] * len(groups)
+        assignments = [(groups[i % len(groups)], row) for i, row in enumerate(rows)]
+    renders = []
+    for index, ((runtimes, storage), row) in enumerate(assignments):
+        spec = RenderSpec(f"r{index:03d}", runtimes, storage, {**fixed, **row})
+        for components in component_sets():
+            if cell_problem(runtimes, components) is None and storage_needed(runtimes, storage, components) == (
+                set(components) & set(STORAGE_COMPONENTS)
+            ):
+                spec.cells.append(Cell(runtimes, components))
+        renders.append(spec)
+    return renders, rejections()
+
+
+def rejections() -> list[Rejection]:
+    """Every disallowed cell and answer pair, as answers copier must refuse."""
+    out = []
+    everything = tuple(RUNTIMES)
+    for runtimes in runtime_sets():
+        for components in component_sets():
+            if (why := cell_problem(runtimes, components)) is not None:
+                out.append(_rejected_cell(runtimes, components, why))
+    for components in component_sets(allowed=False):
+        out.append(_rejected_cell(everything, components, component_set_problem(components)))
+    sops = {"secrets_provider": "sops", "catalog_models": ["llama-70b"], "runtimes": ["vllm"],
+            "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "gated-hf"]}]}
+    for engine in AXES["gitops_engine"]:
+        if not axis_pair_allowed("secrets_provider", "sops", "gitops_engine", engine):
+            out.append(Rejection(f"sops/{engine}", {**sops, "gitops_engine": engine}, "gitops_engine", "SOPS needs Flux"))
+    return out
+
+
+def _rejected_cell(runtimes: tuple[str, ...], components: tuple[str, ...], why: str) -> Rejection:
+    storage = tuple(c for c in STORAGE_COMPONENTS if c in components and storage_runtime(c, runtimes))
+    catalog_models, custom = models_for(runtimes, storage)
+    cell = Cell(runtimes, components)
+    return Rejection(
+        cell.id,
+        {"runtimes": list(runtimes), "catalog_models": catalog_models, "custom_models": custom,
+         "environments": [{"name": "env", "cluster": "in-cluster", "components": list(components)}]},
+        "environments",
+        why,
+    )
+
+
+# --- running it ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellResult:
+    id: str
+    render: str
+    environment: str
+    overlays: int = 0
+    resources: int = 0
+    result: str = "pending"
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MatrixReport:
+    cells: list[CellResult] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    renders: list[dict[str, Any]] = field(default_factory=list)
+    overlays_built: int = 0
+    overlays_distinct: int = 0
+    resources: int = 0
+    resources_distinct: int = 0
+    wall_seconds: float = 0.0
+    coverage: str = ""
+    workdir: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(c.result == VALID for c in self.cells) and all(r["ok"] for r in self.rejections)
+
+    def summary(self) -> str:
+        head = f"{len(self.cells)} combinations, {self.overlays_built} overlays, {self.resources} resources"
+        if self.ok:
+            return f"{head}: all valid"
+        bad = sum(c.result != VALID for c in self.cells) + sum(not r["ok"] for r in self.rejections) + len(self.failures)
+        return f"{head}: {bad} failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok, "summary": self.summary()}
+
+
+def _render_one(template: str, spec_answers: dict[str, Any], dst: str) -> float:
+    render.batch_mode()  # this worker renders many times
+    start = time.perf_counter()
+    render.render(Path(dst), spec_answers, template=template, vcs_ref=None)
+    return time.perf_counter() - start
+
+
+def _reject_one(template: str, answers: dict[str, Any], question: str) -> tuple[bool, str]:
+    """Run copier; True when it refused with a validation error naming `question`. Nothing may be written."""
+    render.batch_mode()
+    with tempfile.TemporaryDirectory(prefix="servingops-reject-") as tmp:
+        dst = Path(tmp) / "repo"
+        try:
+            render.render(dst, answers, template=template, vcs_ref=None)
+        except ValueError as exc:
+            message = str(exc)
+            written = dst.exists()
+            ok = f"question '{question}'" in message and "\n" not in message and not written
+            return ok, message + (" (and the destination was written)" if written else "")
+        return False, "copier accepted the answers"
+
+
+def overlay_digest(folder: Path, root: Path) -> str:
+    """Hash of everything a kustomize build of `folder` reads (paths relative to the repo `root`):
+    overlays with equal digests build to equal output, so each distinct one is built once."""
+    digest = hashlib.sha256()
+    root, seen, todo = root.resolve(), set(), [folder.resolve()]
+    while todo:
+        current = todo.pop()
+        if current in seen or not current.exists():
+            continue
+        seen.add(current)
+        if current.is_file():
+            digest.update(f"{current.relative_to(root)}\0".encode() + current.read_bytes())
+            continue
+        todo.extend(p for p in current.iterdir() if p.is_file())
+        if (kfile := kustomization_file(current)) is not None:
+            spec = yaml.safe_load(kfile.read_text()) or {}
+            refs = list(spec.get("resources") or []) + list(spec.get("components") or [])
+            refs += [p["path"] for p in spec.get("patches") or [] if isinstance(p, dict) and "path" in p]
+            todo.extend((current / ref).resolve() for ref in refs)
+    return digest.hexdigest()
+
+
+def synced_overlays(repo: Path) -> list[Path]:
+    """What a generated repo syncs: every environment layer overlay and every GitOps entry point."""
+    found = sorted(p.parent for p in repo.glob("environments/*/*/kustomization.yaml"))
+    found += sorted(p.parent for p in repo.glob("clusters/*/kustomization.yaml"))
+    found += sorted(p.parent for p in repo.glob("clusters/*/*/kustomization.yaml"))
+    return found
+
+
+class Progress:
+    """A progress bar on a terminal, a plain line every 10% in logs (CI)."""
+
+    def __init__(self, label: str, total: int, stream=sys.stderr) -> None:
+        self.label, self.total, self.done, self.stream = label, total, 0, stream
+        self.tty = stream.isatty()
+        self.last_decile = -1
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.tty:
+            filled = int(30 * self.done / max(1, self.total))
+            self.stream.write(f"\r{self.label:9} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}")
+            if self.done >= self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif (decile := 10 * self.done // max(1, self.total)) != self.last_decile:
+            self.last_decile = decile
+            print(f"{self.label}: {self.done}/{self.total}", file=self.stream, flush=True)
+
+
+def run(
+    renders: Sequence[RenderSpec],
+    rejects: Sequence[Rejection] = (),
+    *,
+    jobs: int | None = None,
+    workdir: Path | None = None,
+    store_dir: Path = DEFAULT_STORE,
+    lint: bool = True,
+    progress_stream=sys.stderr,
+) -> MatrixReport:
+    jobs = jobs or default_jobs()
+    started = time.perf_counter()
+    report = MatrixReport()
+    store = build_store(store_dir)
+    own_workdir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="servingops-matrix-")) if own_workdir else workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    with render.template_snapshot() as template:
+        _run(renders, rejects, report, str(template), workdir, store, jobs, lint, progress_stream)
+    report.wall_seconds = round(time.perf_counter() - started, 2)
+    if own_workdir and report.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        report.workdir = str(workdir)
+    return report
+
+
+def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled, stream) -> None:
+    built: dict[str, Future] = {}  # overlay digest -> build future (identical inputs are built once)
+    digests: dict[tuple[str, Path], str] = {}  # (render, overlay) -> digest
+    build_seconds: dict[str, float] = {}
+    render_progress = Progress("render", len(renders) + len(rejects), stream)
+    with ProcessPoolExecutor(max_workers=jobs) as processes, ThreadPoolExecutor(max_workers=jobs) as threads:
+        pending = {
+            processes.submit(_render_one, template, spec.answers(), str(workdir / spec.name)): spec for spec in renders
+        }
+        reject_futures = {processes.submit(_reject_one, template, r.answers, r.question): r for r in rejects}
+        for future in as_completed(pending):
+            spec = pending[future]
+            render_progress.step()
+            try:
+                seconds = future.result()
+            except Exception as exc:  # a render that fails is a matrix failure, with the answers to reproduce it
+                report.failures.append(f"{spec.name}: copier failed: {str(exc).splitlines()[-1]}; answers: {json.dumps(spec.answers())}")
+                continue
+            report.renders.append({"name": spec.name, "runtimes": list(spec.runtimes), "storage": list(spec.storage),
+                                   "axes": spec.axes, "environments": len(spec.cells), "seconds": round(seconds, 2)})
+            for overlay in synced_overlays(workdir / spec.name):
+                key = overlay_digest(overlay, workdir / spec.name)
+                if key not in built:
+                    built[key] = threads.submit(_timed_build, overlay, build_seconds, key)
+                digests[(spec.name, overlay)] = key
+        for future in as_completed(reject_futures):
+            rejection = reject_futures[future]
+            render_progress.step()
+            ok, message = future.result()
+            report.rejections.append({"id": rejection.id, "why": rejection.why, "ok": ok, "message": message,
+                                      "answers": rejection.answers})
+        build_progress = Progress("build", len(built), stream)
+        for future in as_completed(built.values()):
+            build_progress.step()
+    report.overlays_built = len(digests)
+    report.overlays_distinct = len(built)
+    outputs = {key: built[digest].result() for key, digest in digests.items()}
+    _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled)
+
+
+def _timed_build(overlay: Path, seconds: dict[str, float], key: str) -> str | CommandError:
+    start = time.perf_counter()
+    try:
+        return kustomize_build(overlay)
+    except CommandError as exc:
+        return exc
+    finally:
+        seconds[key] = time.perf_counter() - start
+
+
+def _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled) -> None:
+    documents: dict[str, str] = {}  # digest -> document text: each distinct resource is validated once
+    per_overlay: dict[tuple[str, Path], list[tuple[str, dict]]] = {}
+    for key, output in outputs.items():
+        if isinstance(output, CommandError):
+            continue
+        per_overlay[key] = []
+        for parsed, text in split_documents(output):
+            d = hashlib.sha256(text.encode()).hexdigest()
+            documents.setdefault(d, text)
+            per_overlay[key].append((d, parsed))
+    ordered = list(documents)
+    verdicts = dict(zip(ordered, kubeconform_verdicts([documents[d] for d in ordered], store, jobs=jobs)))
+    report.resources = sum(len(v) for v in per_overlay.values())
+    report.resources_distinct = len(documents)
+    parsed = {key: [doc for _, doc in docs] for key, docs in per_overlay.items()}
+    lint_findings = _lint(renders, parsed, workdir) if lint_enabled else {}
+    for spec in renders:
+        repo = workdir / spec.name
+        for cell in spec.cells:
+            env = spec.env_name(cell)
+            result = CellResult(f"{cell.id}/{spec.axes.get('gitops_engine', 'argocd')}/{spec.name}", spec.name, env)
+            mine = [repo / "environments" / env / "platform", repo / "environments" / env / "models",
+                    repo / "clusters" / "argocd", repo / "clusters" / "flux" / env]
+            for overlay in mine:
+                key = (spec.name, overlay)
+                if key not in outputs:
+                    if overlay.parent.name == "environments" or "environments" in overlay.parts:
+                        result.failures.append(f"{overlay.relative_to(workdir)}: not generated")
+                    continue
+                result.overlays += 1
+                result.seconds += build_seconds.get(digests[key], 0.0)
+                where = overlay.relative_to(workdir)
+                if isinstance(outputs[key], CommandError):
+                    result.failures.append(f"{where}: {outputs[key]}")
+                    continue
+                for doc_digest, doc in per_overlay[key]:
+                    result.resources += 1
+                    verdict = verdicts[doc_digest]
+                    if verdict.status != VALID:
+                        meta = doc.get("metadata") or {}
+                        result.failures.append(f"{where}: {doc.get('kind')} {meta.get('name')}: {verdict.message}")
+                result.failures += [f"{where}: lint {finding}" for finding in lint_findings.get(key, [])]
+            result.result = VALID if not result.failures else INVALID
+            result.seconds = round(result.seconds, 3)
+            if result.failures:
+                result.failures.append(f"reproduce with copier copy --defaults --data-file answers.yml, answers: {json.dumps(spec.answers())}")
+            report.cells.append(result)
+
+
+def _lint(renders, parsed_outputs, workdir) -> dict[tuple[str, Path], list[str]]:
+    """Lint findings per overlay, when the lint module provides `lint_built` (cross-object checks)."""
+    from . import lint as lint_module
+
+    lint_built = getattr(lint_module, "lint_built", None)
+    if lint_built is None:
+        return {}
+    findings: dict[tuple[str, Path], list[str]] = defaultdict(list)
+    for spec in renders:
+        repo = workdir / spec.name
+        outputs = {str(k[1]): docs for k, docs in parsed_outputs.items() if k[0] == spec.name}
+        lint_report = lint_built(outputs, repo)
+        for finding in lint_report.findings:
+            findings[(spec.name, Path(finding.target))].append(f"{finding.rule}: {finding.message}")
+    return findings
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def print_table(report: MatrixReport, stream=sys.stdout) -> None:
+    width = max((len(c.id) for c in report.cells), default=20)
+    print(f"{'combination':{width}}  overlays  resources  result   build s", file=stream)
+    for cell in sorted(report.cells, key=lambda c: c.id):
+        print(f"{cell.id:{width}}  {cell.overlays:8}  {cell.resources:9}  {cell.result:7}  {cell.seconds:7.2f}", file=stream)
+    rejected = sum(r["ok"] for r in report.rejections)
+    print(f"{rejected}/{len(report.rejections)} disallowed combinations rejected by copier with a message", file=stream)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    axes = args.axes.split(",") if args.axes else None
+    unknown = set(axes or []) - set(AXES)
+    if unknown:
+        raise ServingOpsError(f"--axes: unknown axis {', '.join(sorted(unknown))}: choose from {', '.join(AXES)}")
+    renders, rejects = plan(axes, exhaustive=args.exhaustive)
+    coverage = "exhaustive" if args.exhaustive else "all-pairs"
+    print(f"matrix: {sum(len(r.cells) for r in renders)} combinations in {len(renders)} renders "
+          f"(runtime sets x component sets exhaustive; other answers {coverage} over {', '.join(axes or AXES)}), "
+          f"{len(rejects)} disallowed combinations", file=sys.stderr)
+    report = run(renders, rejects, jobs=args.jobs, lint=not args.no_lint)
+    report.coverage = coverage
+    print_table(report)
+    for cell in report.cells:
+        for line in cell.failures:
+            print(f"FAIL {cell.id}: {line}")
+    for rejection in report.rejections:
+        if not rejection["ok"]:
+            print(f"FAIL {rejection['id']}: expected a rejection ({rejection['why']}): {rejection['message']}; "
+                  f"answers: {json.dumps(rejection['answers'])}")
+    for line in report.failures:
+        print(f"FAIL {line}")
+    if args.report:
+        args.report.write_text(json.dumps(report.to_json(), indent=1, default=str))
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    """Register this module's CLI verb (wired from cli.py)."""
+    parser = verbs.add_parser("matrix", help="render, build and validate every overlay combination")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="parallel workers (default: %(default)s)")
+    parser.add_argument("--axes", help=f"answers to vary besides runtimes x components (default: all of {','.join(AXES)})")
+    parser.add_argument("--exhaustive", action="store_true", help="every combination of the axes instead of all-pairs")
+    parser.add_argument("--report", type=Path, help="write the full report as JSON")
+    parser.add_argument("--no-lint", action="store_true", help="skip servingops lint on the built overlays")
+    parser.set_defaults(func=cmd_matrix)

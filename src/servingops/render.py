@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import copier
+import jinja2
 import yaml
 
 from .errors import InputError
@@ -59,6 +61,42 @@ def template_snapshot() -> Iterator[Path]:
             elif source.exists():
                 shutil.copy2(source, target)
         yield root
+
+
+def batch_mode() -> None:
+    """Make copier cheap to run many times in this process (the matrix's render workers). Output is unchanged.
+
+    - Copier builds a fresh Jinja environment per run and compiles every question string and template file
+      again; with the same template and settings the compiled code is the same, so compile each source once.
+    - It parses YAML answers (the catalog among them) with PyYAML's pure-Python loader; libyaml reads them the same.
+    - It asks git, once per rendered file, whether the destination's index needs an executable bit: a fresh
+      folder outside any git repository never does.
+    """
+    if getattr(jinja2.Environment.compile, "servingops_cached", False):
+        return
+    original = jinja2.Environment.compile
+    compiled: dict[tuple, Any] = {}
+
+    def compile(self, source, name=None, filename=None, raw=False, defer_init=False):  # noqa: A001
+        settings = (type(self), self.block_start_string, self.variable_start_string, self.comment_start_string,
+                    self.line_statement_prefix, self.trim_blocks, self.lstrip_blocks, self.keep_trailing_newline,
+                    self.autoescape, tuple(sorted(self.extensions)))
+        key = (settings, source, name, filename, raw, defer_init)
+        if key not in compiled:
+            compiled[key] = original(self, source, name, filename, raw, defer_init)
+        else:
+            # Extensions' preprocess hooks still run: copier's yield tag resets its state there.
+            self.preprocess(source, name, filename)
+        return compiled[key]
+
+    compile.servingops_cached = True
+    jinja2.Environment.compile = compile
+    # Copier and its Jinja filters parse YAML answers (the catalog among them) with PyYAML's pure-Python
+    # loader; libyaml's loader reads the same documents the same way, several times faster.
+    if hasattr(yaml, "CSafeLoader"):
+        yaml.safe_load = lambda stream: yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+    copier_main = sys.modules["copier._main"]
+    copier_main.is_git_available = lambda: False
 
 
 def load_answers(path: Path) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""The overlay matrix: every allowed runtime set x component set builds, validates and lints; every disallowed
+combination is refused by copier. One pipeline run (session fixture) feeds one test per combination."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from servingops import matrix
+
+RENDERS, REJECTIONS = matrix.plan()
+CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.name}": cell for spec in RENDERS for cell in spec.cells}
+
+
+@pytest.fixture(scope="session")
+def report() -> matrix.MatrixReport:
+    return matrix.run(RENDERS, REJECTIONS)
+
+
+def test_plan_enumerates_the_catalog():
+    runtimes, components = list(matrix.RUNTIMES), list(matrix.COMPONENTS)
+    assert len(matrix.runtime_sets()) == 2 ** len(runtimes) - 1
+    allowed, disallowed = matrix.component_sets(), matrix.component_sets(allowed=False)
+    assert len(allowed) + len(disallowed) == 2 ** len(components)
+    assert ("gpu", "cpu") in disallowed and ("inference-pool",) in disallowed and ("gpu", "inference-pool") in allowed
+
+
+def test_plan_builds_every_allowed_cell_and_rejects_every_other_one():
+    every = {matrix.Cell(r, c) for r in matrix.runtime_sets() for c in matrix.component_sets()}
+    allowed = {cell for cell in every if matrix.cell_problem(cell.runtimes, cell.components) is None}
+    built = {cell for spec in RENDERS for cell in spec.cells}
+    assert built == allowed
+    rejected = {rejection.id for rejection in REJECTIONS}
+    assert {cell.id for cell in every - allowed} <= rejected
+    assert len(rejected) == len(REJECTIONS)  # one refusal per disallowed combination, no duplicates
+
+
+def test_other_answers_are_covered_pairwise():
+    rows = [spec.axes for spec in RENDERS]
+    for a, b in itertools.combinations(matrix.AXES, 2):
+        for va, vb in itertools.product(matrix.AXES[a], matrix.AXES[b]):
+            if matrix.axis_pair_allowed(a, va, b, vb):
+                assert any(row[a] == va and row[b] == vb for row in rows), (a, va, b, vb)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("matrix")
+@pytest.mark.parametrize("combination", list(CELLS))
+def test_combination_builds_validates_and_lints(report, combination):
+    [result] = [c for c in report.cells if c.id == combination]
+    assert result.overlays >= 2 and result.resources > 0
+    assert result.result == "valid", "\n".join(result.failures)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("matrix")
+@pytest.mark.parametrize("rejection", [r.id for r in REJECTIONS])
+def test_disallowed_combination_is_rejected_at_copy_time(report, rejection):
+    [result] = [r for r in report.rejections if r["id"] == rejection]
+    assert result["ok"], result["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("matrix")
+def test_matrix_summary(report):
+    assert report.ok, report.failures
+    assert report.summary() == (
+        f"{len(CELLS)} combinations, {report.overlays_built} overlays, {report.resources} resources: all valid"
+    )
+    assert report.overlays_distinct <= report.overlays_built and report.resources_distinct <= report.resources
