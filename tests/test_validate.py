@@ -77,32 +77,37 @@ def overlay(folder: Path, **manifests: str) -> Path:
                  | {f"{name}.yaml": text for name, text in manifests.items()})
 
 
+def check(paths):
+    """Schema validation alone: these tests are about kubeconform and the store, not the lint rules."""
+    return validate(paths, lint=False)
+
+
 def statuses(report):
     return {(r.kind, r.name): (r.status, r.message) for r in report.resources}
 
 
 def test_valid_kserve_objects_pass(tmp_path, store):
-    report = validate([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)])
+    report = check([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)])
     assert report.ok, report.failures()
     assert report.summary() == "2 resources valid, 0 invalid, 0 errors in 1 overlays"
 
 
 def test_inference_service_typo_fails(tmp_path, store):
-    report = validate([overlay(tmp_path, isvc=ISVC.replace("storageUri", "storageUrl"))])
+    report = check([overlay(tmp_path, isvc=ISVC.replace("storageUri", "storageUrl"))])
     status, message = statuses(report)[("InferenceService", "qwen25-1-5b")]
     assert status == INVALID and "storageUrl" in message and "/spec/predictor/model" in message
     assert not report.ok
 
 
 def test_deployment_with_unknown_field_fails(tmp_path, store):
-    report = validate([overlay(tmp_path, web=DEPLOYMENT + "          bogus: true\n")])
+    report = check([overlay(tmp_path, web=DEPLOYMENT + "          bogus: true\n")])
     status, message = statuses(report)[("Deployment", "web")]
     assert status == INVALID and "'bogus' not allowed" in message
 
 
 def test_kind_without_schema_is_an_error_not_a_skip(tmp_path, store):
     unknown = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n"
-    report = validate([overlay(tmp_path, widget=unknown, web=DEPLOYMENT)])
+    report = check([overlay(tmp_path, widget=unknown, web=DEPLOYMENT)])
     status, message = statuses(report)[("Widget", "w")]
     assert status == ERROR and "no schema for example.com/v1 Widget" in message and "--crds" in message
     assert statuses(report)[("Deployment", "web")][0] == VALID
@@ -111,7 +116,7 @@ def test_kind_without_schema_is_an_error_not_a_skip(tmp_path, store):
 
 def test_broken_kustomization_fails_with_kustomizes_message(tmp_path, store):
     write(tmp_path, {"kustomization.yaml": KUSTOMIZATION.format(resources="  - missing.yaml")})
-    report = validate([tmp_path])
+    report = check([tmp_path])
     [target] = report.targets
     assert target.status == ERROR and "kustomize" in target.message and "missing.yaml" in target.message
     assert not report.ok and report.errors == 1
@@ -122,7 +127,7 @@ def test_search_finds_every_overlay_and_skips_components(tmp_path, store):
     overlay(tmp_path / "envs" / "b", web=DEPLOYMENT)
     write(tmp_path / "components" / "gpu", {
         "kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n"})
-    report = validate([tmp_path])
+    report = check([tmp_path])
     assert sorted(Path(t.target).name for t in report.targets) == ["a", "b"]
     assert report.ok
 
@@ -137,12 +142,12 @@ def cli(*args: str, env: dict | None = None, wrapper: tuple[str, ...] = ()) -> s
 def test_cli_prints_one_line_per_failure_and_the_summary(tmp_path, store):
     overlay(tmp_path / "good", isvc=ISVC)
     overlay(tmp_path / "bad", web=DEPLOYMENT.replace("containers:", "containerz:"))
-    result = cli("validate", str(tmp_path))
+    result = cli("validate", "--no-lint", str(tmp_path))
     lines = result.stdout.splitlines()
     assert result.returncode == 1
     assert lines[-1] == "1 resources valid, 1 invalid, 0 errors in 2 overlays"
     assert len(lines) == 2 and "Deployment llm-platform/web" in lines[0] and "containerz" in lines[0]
-    as_json = json.loads(cli("validate", str(tmp_path / "good"), "--output", "json").stdout)
+    as_json = json.loads(cli("validate", "--no-lint", str(tmp_path / "good"), "--output", "json").stdout)
     assert as_json["summary"] == {"valid": 1, "invalid": 0, "errors": 0, "overlays": 1}
 
 
@@ -159,6 +164,19 @@ def test_validation_needs_no_network(tmp_path, store):
     # which kubeconform reports as "could not find schema" -> an error here. All valid proves nothing is fetched.
     overlay(tmp_path, runtime=RUNTIME, isvc=ISVC, web=DEPLOYMENT)
     closed = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    result = cli("validate", str(tmp_path), env=closed, wrapper=network_blocker())
+    result = cli("validate", "--no-lint", str(tmp_path), env=closed, wrapper=network_blocker())
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("3 resources valid, 0 invalid, 0 errors in 1 overlays")
+
+
+def test_validate_runs_lint_unless_told_not_to(tmp_path, store):
+    # Schema-valid, but a vLLM model without a GPU limit, a runtime nobody defines, no NetworkPolicy, ...
+    overlay(tmp_path, isvc=ISVC)
+    with_lint = validate([tmp_path])
+    assert with_lint.count("valid") == 1 and with_lint.lint is not None and not with_lint.lint.ok
+    assert not with_lint.ok and "lint:" in with_lint.summary()
+    assert any("[ref-runtime]" in line for line in with_lint.failures())
+    without = validate([tmp_path], lint=False)
+    assert without.ok and without.lint is None
+    result = cli("validate", str(tmp_path))
+    assert result.returncode == 1 and "[ref-runtime]" in result.stdout

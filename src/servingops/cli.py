@@ -72,6 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         store_dir=args.schemas,
         online=args.online,
         jobs=args.jobs,
+        lint=not args.no_lint,
     )
     if args.output == "json":
         print(json.dumps(report.to_json(), indent=2))
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema_options(check)
     check.add_argument("--download", action="store_true", help="also use the pinned upstream CRDs (fetched once)")
     check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")
+    check.add_argument("--no-lint", action="store_true", help="skip servingops lint (the cross-object checks)")
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
     check.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
     check.set_defaults(func=cmd_validate)

@@ -1,9 +1,840 @@
-"""(being written)"""
+"""`servingops lint`: the checks schemas cannot express, on the BUILT output of every overlay.
+
+References are resolved across everything one environment deploys (see `environment_groups`), not only inside
+one kustomization: the models layer's InferenceServices find their runtimes, PriorityClasses and namespace in
+the platform layer and their Secrets in the secrets layer. Each finding names the overlay, the resource and a
+stable rule id (RULES), with a one-line fix.
+
+Repository settings live in `.servingops.yaml` at the generated repo's root (the nearest folder above a PATH
+that holds one): `lint: {externalSecrets: [names]}` lists Secrets that are created outside Git.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import CommandError, InputError
+from .validate import (
+    MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
+    render_targets, split_documents,
+)
+
+SETTINGS_FILE = ".servingops.yaml"
+# Every key .servingops.yaml may hold; anything else is a typo and an error.
+SETTINGS_KEYS = {"lint": {"externalSecrets"}}
+
+RULES = {
+    "build": "the overlay builds with kustomize",
+    "ref-runtime": "InferenceService runtime -> a (Cluster)ServingRuntime supporting its model format",
+    "ref-service-account": "serviceAccountName -> a ServiceAccount in the same namespace",
+    "ref-secret": "Secret references -> a Secret, ExternalSecret, SealedSecret, SOPS file or externalSecrets entry",
+    "ref-priority-class": "priorityClassName -> a PriorityClass",
+    "ref-inference-pool": "HTTPRoute backendRef of kind InferencePool -> an InferencePool",
+    "pool-no-match": "an InferencePool selects at least one InferenceService's pods",
+    "pool-non-vllm": "an InferencePool selects only vLLM model servers",
+    "gpu-limit": "nvidia.com/gpu requests == limits",
+    "gpu-toleration": "a pod using GPUs tolerates the nvidia.com/gpu NoSchedule taint",
+    "gpu-tensor-parallel": "vLLM tensor x pipeline parallel size == nvidia.com/gpu",
+    "gpu-on-cpu": "no GPUs on CPU models or in CPU-only environments",
+    "resources": "every container has cpu and memory requests and limits",
+    "image-pinned": "every image has a tag other than latest, or a digest",
+    "secret-plaintext": "no Secret with plaintext data/stringData anywhere in the repo (SOPS files excepted)",
+    "host-path": "no hostPath volumes",
+    "privileged": "no privileged containers",
+    "privilege-escalation": "no allowPrivilegeEscalation: true",
+    "ns-pod-security": "the models' namespace enforces a Pod Security Admission level",
+    "ns-network-policy": "the models' namespace has a default NetworkPolicy admitting only listed sources",
+}
+
+GPU = "nvidia.com/gpu"
+KSERVE = "serving.kserve.io"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+# Cluster-scoped kinds this tool looks at: a namespace kustomize stamped on them means nothing.
+CLUSTER_SCOPED = {"Namespace", "ClusterServingRuntime", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
+BUILTIN_PRIORITY_CLASSES = {"system-cluster-critical", "system-node-critical"}
+POD_TEMPLATE_PATHS = {  # workload kind -> path to its pod spec
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    overlay: str
+    resource: str
+    rule: str
+    message: str
+
+    @property
+    def target(self) -> str:
+        """The overlay, under the name validate's results use for it."""
+        return self.overlay
+
+    def line(self) -> str:
+        return f"{self.overlay}: {self.resource}: [{self.rule}] {self.message}"
+
+
+@dataclass
+class LintReport:
+    findings: list[Finding] = field(default_factory=list)
+    overlays: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def lines(self) -> list[str]:
+        return [f.line() for f in self.findings]
+
+    def summary(self) -> str:
+        count = len(self.overlays)
+        if self.ok:
+            return f"{count} overlays lint clean"
+        return f"{len(self.findings)} findings in {count} overlays"
+
+    def to_json(self) -> dict:
+        return {
+            "findings": [asdict(f) for f in self.findings],
+            "overlays": self.overlays,
+            "summary": {"findings": len(self.findings), "overlays": len(self.overlays), "ok": self.ok},
+        }
+
+
+# --- settings -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    external_secrets: frozenset[str] = frozenset()
+
+
+def find_repo_root(path: Path) -> Path | None:
+    """The nearest folder at or above `path` holding .servingops.yaml (a generated repo's root)."""
+    path = path.resolve()
+    for folder in [path if path.is_dir() else path.parent, *path.parents]:
+        if (folder / SETTINGS_FILE).is_file():
+            return folder
+    return None
+
+
+def load_settings(root: Path | None) -> Settings:
+    path = root / SETTINGS_FILE if root is not None else None
+    if path is None or not path.is_file():
+        return Settings()
+    try:
+        data = yaml.load(path.read_text(), Loader=YAML_LOADER)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}): fix the syntax") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must be a mapping such as `lint: {{externalSecrets: []}}`")
+    for key, value in data.items():
+        if key not in SETTINGS_KEYS:
+            raise InputError(f"{path}: unknown key {key!r}: allowed keys are {', '.join(sorted(SETTINGS_KEYS))}")
+        value = {} if value is None else value
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: {key} must be a mapping (allowed keys: {', '.join(sorted(SETTINGS_KEYS[key]))})")
+        for sub in value:
+            if sub not in SETTINGS_KEYS[key]:
+                raise InputError(
+                    f"{path}: unknown key {key}.{sub}: allowed keys are {', '.join(sorted(SETTINGS_KEYS[key]))}"
+                )
+    names = (data.get("lint") or {}).get("externalSecrets") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"{path}: lint.externalSecrets must be a list of Secret names, e.g. [hf-secret]")
+    return Settings(frozenset(names))
+
+
+# --- what one environment deploys ---------------------------------------------------------------------
+
+
+def environment_groups(root: Path) -> list[frozenset[Path]]:
+    """The folders each environment deploys together, read from the repo's GitOps entry points.
+
+    Argo CD: the Applications of one file under clusters/ with the same destination cluster (the generated
+    clusters/argocd/<env>.yaml). Flux: the Kustomizations of one folder under clusters/ (clusters/flux/<env>/).
+    Both engines describe the same environments, so identical groups count once. A repo without entry points
+    falls back to the layout: environments/<env>/<layer>/ plus secrets/<env>/.
+    """
+    groups: dict[tuple, set[Path]] = {}
+    for file in _yaml_files(root / "clusters"):
+        for doc in _load_all(file):
+            kind, group = doc.get("kind"), _api_group(doc)
+            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+            if kind == "Application" and group == "argoproj.io":
+                dest = spec.get("destination") or {}
+                key = ("argocd", file, dest.get("name") or dest.get("server"))
+                sources = [spec.get("source")] + list(spec.get("sources") or [])
+                paths = [s.get("path") for s in sources if isinstance(s, dict)]
+            elif kind == "Kustomization" and group == "kustomize.toolkit.fluxcd.io":
+                key, paths = ("flux", file.parent), [spec.get("path")]
+            else:
+                continue
+            groups.setdefault(key, set()).update((root / p).resolve() for p in paths if isinstance(p, str) and p)
+    if not groups:
+        for env in sorted(p for p in (root / "environments").glob("*") if p.is_dir()):
+            layers = {p.resolve() for p in env.iterdir() if kustomization_file(p)}
+            groups[("layout", env.name)] = layers | {(root / "secrets" / env.name).resolve()}
+    return list(dict.fromkeys(frozenset(g) for g in groups.values()))
+
+
+def _includes(folder: Path, seen: set[Path] | None = None) -> set[Path]:
+    """Kustomization folders `folder` builds in as resources, transitively."""
+    seen = set() if seen is None else seen
+    own = kustomization_file(folder)
+    docs = _load_all(own) if own is not None else []
+    for entry in list(docs[0].get("resources") or []) + list(docs[0].get("bases") or []) if docs else []:
+        path = (folder / str(entry)).resolve()
+        if path not in seen and path.is_dir() and kustomization_file(path):
+            seen.add(path)
+            _includes(path, seen)
+    return seen
+
+
+# --- entry points -------------------------------------------------------------------------------------
+
+
+def lint_paths(paths: Iterable[Path], jobs: int | None = None) -> LintReport:
+    """Build every target under `paths` (as `servingops validate` finds them) and lint the output."""
+    jobs = jobs or default_jobs()
+    targets = find_targets([Path(p) for p in paths])
+    built = render_targets(targets, jobs)
+    return _lint([(t.path, display_path(t.path), output) for t, output in zip(targets, built)], jobs)
+
+
+def lint_built(
+    outputs: Mapping[str | Path, Sequence[dict]], repo_root: Path | None = None, *, jobs: int | None = None
+) -> LintReport:
+    """Lint what `servingops validate` already built: {target path: its parsed documents}.
+
+    Keys are the targets' paths (absolute, or relative to the working directory as validate's display_path
+    makes them); findings name the overlays by these keys. `repo_root` (default: the nearest folder with
+    .servingops.yaml above each target) holds the settings and the entry points. Layers of a target's
+    environment that `outputs` lacks are built here.
+    """
+    entries = [(Path(key), str(key), [d for d in docs if isinstance(d, dict)]) for key, docs in outputs.items()]
+    return _lint(entries, jobs or default_jobs(), repo_root)
+
+
+@dataclass
+class _Unit:
+    """One deployed unit: a built overlay, a plain manifest file, or a plain folder of manifests."""
+
+    label: str
+    docs: list[dict]
+    error: str = ""
+
+
+def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Path | None = None) -> LintReport:
+    """entries: (target path, label for findings, build output: text, parsed docs or the build error)."""
+    units = {path.resolve(): _unit(label, output) for path, label, output in entries}
+    roots = {path: repo_root.resolve() if repo_root else find_repo_root(path) for path in units}
+    groups = _plan(units, roots, jobs)
+    report = LintReport(overlays=sorted({units[m].label for _, members in groups for m in members}))
+    findings: list[Finding] = []
+    seen: set[str] = set()  # plaintext Secrets already reported from a build
+    for root, members in groups:
+        findings += [Finding(units[m].label, "kustomization", "build", units[m].error)
+                     for m in members if units[m].error]
+        docs = [_Res(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
+        findings += _Group(docs, load_settings(root)).lint()
+        seen |= {r.name for r in docs if _plaintext_secret(r)}
+    # Plaintext Secrets anywhere in the repo (no repo: the overlay's own folder), not only in what is deployed.
+    scan_roots = {root or path for path, root in roots.items()}
+    for scan_root in sorted(scan_roots):
+        if any(other in scan_root.parents for other in scan_roots):
+            continue
+        for file in [scan_root] if scan_root.is_file() else _yaml_files(scan_root):
+            for doc in _load_all(file):
+                res = _Res(display_path(file), doc)
+                if res.name not in seen:
+                    findings += _plaintext_secret(res)
+    report.findings = list(dict.fromkeys(findings))
+    return report
+
+
+def _plan(units: dict[Path, _Unit], roots: dict[Path, Path | None], jobs: int) -> list[tuple[Path | None, list[Path]]]:
+    """Which units are linted together: (repo root, members) per environment, or a target on its own.
+
+    `units` gains the layers of a touched environment that were not built yet (and its plain manifest folders).
+    """
+    touched: dict[frozenset[Path], Path] = {}
+    for root in {r for r in roots.values() if r is not None}:
+        for group in environment_groups(root):
+            bases: set[Path] = set()
+            for member in group:
+                _includes(member, bases)
+            # A target is in an environment when it is one of its layers, or a base a layer builds in
+            # (linting models/<m> lints every environment that deploys it).
+            if any(r == root and (path in group or path in bases) for path, r in roots.items()):
+                touched[group] = root
+    # Bases another linted overlay builds in (models/<m>, platform/) are linted through it, not on their own.
+    layers: set[Path] = set().union(*touched) if touched else set()
+    covered = set(layers)
+    for path in [*units, *layers]:
+        _includes(path, covered)
+    groups = [(root, [path]) for path, root in roots.items() if path not in covered]
+    missing = sorted(layers - set(units))
+    companions = [Target(m) for m in missing if kustomization_file(m) is not None]
+    for target, output in zip(companions, render_targets(companions, jobs)):
+        units[target.path] = _unit(display_path(target.path), output)
+    for folder in missing:
+        docs = [d for f in _yaml_files(folder, recursive=False) for d in _load_all(f)]
+        if kustomization_file(folder) is None and docs:
+            units[folder] = _Unit(display_path(folder), docs)
+    groups += [(root, sorted(m for m in group if m in units)) for group, root in touched.items()]
+    return groups
+
+
+def _unit(label: str, output) -> _Unit:
+    if isinstance(output, CommandError):
+        return _Unit(label, [], f"kustomize build failed: {output}: fix the overlay")
+    if isinstance(output, list):
+        return _Unit(label, output)
+    try:
+        return _Unit(label, [parsed for parsed, _ in split_documents(output)])
+    except yaml.YAMLError as exc:
+        return _Unit(label, [], f"not valid YAML ({str(exc).splitlines()[0]}): fix the manifest")
+
+
+def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """YAML files under `folder`, hidden folders (.git, ...) skipped."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(MANIFEST_SUFFIXES)]
+    return found
+
+
+def _load_all(file: Path) -> list[dict]:
+    """The mapping documents of a YAML file; files that are not YAML (templates, ...) yield nothing."""
+    try:
+        return [d for d in yaml.load_all(file.read_text(), Loader=YAML_LOADER) if isinstance(d, dict)]
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return []
+
+
+# --- resources ----------------------------------------------------------------------------------------
+
+
+def _api_group(doc: dict) -> str:
+    api = str(doc.get("apiVersion") or "")
+    return api.rpartition("/")[0] if "/" in api else ""
+
+
+def _get(obj, *keys, default=None):
+    for key in keys:
+        if not isinstance(obj, dict):
+            return default
+        obj = obj.get(key)
+    return default if obj is None else obj
+
+
+@dataclass
+class _Res:
+    overlay: str
+    obj: dict
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind") or "")
+
+    @property
+    def group(self) -> str:
+        return _api_group(self.obj)
+
+    @property
+    def name(self) -> str:
+        return str(_get(self.obj, "metadata", "name", default=""))
+
+    @property
+    def namespace(self) -> str:
+        return "" if self.kind in CLUSTER_SCOPED else str(_get(self.obj, "metadata", "namespace", default=""))
+
+    @property
+    def labels(self) -> dict:
+        labels = _get(self.obj, "metadata", "labels", default={})
+        return labels if isinstance(labels, dict) else {}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    def finding(self, rule: str, message: str) -> Finding:
+        return Finding(self.overlay, self.ref, rule, message)
+
+
+def _same_ns(a: str, b: str) -> bool:
+    """Namespaces match; an unset one (applied into the entry point's destination namespace) matches any."""
+    return not a or not b or a == b
+
+
+@dataclass
+class _Container:
+    where: str  # for messages: "container kserve-container", "model"
+    spec: dict
+    resources: dict
+    args: list
+    image: str
+
+
+@dataclass
+class _Pod:
+    """A pod as it will run: containers with the runtime merged into an InferenceService's model."""
+
+    res: _Res
+    spec: dict
+    containers: list[_Container]
+    tolerations: list
+    affinity: dict
+    is_template: bool = False  # a ServingRuntime: its pods are the InferenceServices' pods
+    component: str = ""  # predictor, transformer or explainer of an InferenceService
+    model: _Container | None = None
+
+
+def _merge_resources(base: dict, over: dict) -> dict:
+    merged = {}
+    for key in ("requests", "limits"):
+        values = {**(_get(base, key, default={}) or {}), **(_get(over, key, default={}) or {})}
+        if values:
+            merged[key] = values
+    return merged
+
+
+def _containers(spec: dict, prefix: str = "") -> list[_Container]:
+    found = []
+    for key in ("initContainers", "containers"):
+        for c in _get(spec, key, default=[]) or []:
+            if isinstance(c, dict):
+                found.append(_Container(
+                    f"{prefix}{'init container' if key == 'initContainers' else 'container'} {c.get('name', '?')}",
+                    c, _get(c, "resources", default={}), list(c.get("args") or []), str(c.get("image") or ""),
+                ))
+    return found
+
+
+def _gpus(resources: dict, key: str) -> int:
+    value = _get(resources, key, GPU)
+    try:
+        return int(float(str(value))) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _flag(args: list, *names: str) -> str | None:
+    """The last value of a CLI flag in an argument list (`--flag=v` or `--flag v`)."""
+    value = None
+    args = [str(a) for a in args]
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            elif arg == name and i + 1 < len(args):
+                value = args[i + 1]
+    return value
+
+
+def _is_vllm(container: _Container) -> bool:
+    """vLLM serves this container: its args (runtime's + model's) say `--backend=vllm` (KServe's huggingfaceserver;
+    its automatic backend choice is not guessed) or its image is vllm-openai (vllm/vllm-openai)."""
+    repository = re.split(r"[@:]", container.image.rsplit("/", 1)[-1])[0]
+    return _flag(container.args, "--backend") == "vllm" or repository == "vllm-openai"
+
+
+class _Group:
+    """Everything one environment deploys, and the rules that need all of it."""
+
+    def __init__(self, docs: list[_Res], settings: Settings):
+        self.docs = docs
+        self.settings = settings
+        self._pods: list[_Pod] | None = None
+        self.by_kind: dict[str, list[_Res]] = {}
+        for res in docs:
+            self.by_kind.setdefault(res.kind, []).append(res)
+
+    def kind(self, kind: str, namespace: str | None = None) -> list[_Res]:
+        found = self.by_kind.get(kind, [])
+        return found if namespace is None else [r for r in found if _same_ns(r.namespace, namespace)]
+
+    # -- lookups
+
+    def runtime(self, isvc: _Res) -> _Res | None:
+        name = _get(isvc.obj, "spec", "predictor", "model", "runtime")
+        if not name:
+            return None
+        local = [r for r in self.kind("ServingRuntime", isvc.namespace) if r.name == name]
+        return (local or [r for r in self.kind("ClusterServingRuntime") if r.name == name] or [None])[0]
+
+    def secret_names(self, namespace: str) -> set[str]:
+        names = set(self.settings.external_secrets)
+        names |= {r.name for r in self.kind("Secret", namespace)}
+        names |= {_get(r.obj, "spec", "target", "name") or r.name for r in self.kind("ExternalSecret", namespace)}
+        names |= {
+            _get(r.obj, "spec", "template", "metadata", "name") or r.name for r in self.kind("SealedSecret", namespace)
+        }
+        return names
+
+    def pods(self) -> list[_Pod]:
+        if self._pods is None:
+            self._pods = list(self._all_pods())
+        return self._pods
+
+    def _all_pods(self) -> Iterator[_Pod]:
+        for res in self.docs:
+            spec = res.obj.get("spec") if isinstance(res.obj.get("spec"), dict) else {}
+            if res.kind in ("ServingRuntime", "ClusterServingRuntime") and res.group == KSERVE:
+                yield _Pod(res, spec, _containers(spec), spec.get("tolerations") or [], spec.get("affinity") or {},
+                           is_template=True)
+            elif res.kind == "InferenceService" and res.group == KSERVE:
+                yield from self._isvc_pods(res, spec)
+            elif res.kind in POD_TEMPLATE_PATHS:
+                pod = _get(res.obj, *POD_TEMPLATE_PATHS[res.kind], default={})
+                if isinstance(pod, dict):
+                    yield _Pod(res, pod, _containers(pod), pod.get("tolerations") or [], pod.get("affinity") or {})
+
+    def _isvc_pods(self, res: _Res, spec: dict) -> Iterator[_Pod]:
+        for component in ("predictor", "transformer", "explainer"):
+            pod = spec.get(component)
+            if not isinstance(pod, dict):
+                continue
+            containers = _containers(pod, f"{component} ")
+            tolerations, affinity = list(pod.get("tolerations") or []), pod.get("affinity") or {}
+            model = None
+            if component == "predictor" and isinstance(pod.get("model"), dict):
+                spec_model = pod["model"]
+                runtime = self.runtime(res)
+                base: dict = {}
+                if runtime is not None:
+                    rspec = runtime.obj.get("spec") or {}
+                    runtime_containers = [c for c in rspec.get("containers") or [] if isinstance(c, dict)]
+                    base = next((c for c in runtime_containers if c.get("name") == "kserve-container"),
+                                runtime_containers[0] if runtime_containers else {})
+                    tolerations += list(rspec.get("tolerations") or [])
+                    affinity = affinity or rspec.get("affinity") or {}
+                # KServe merges the model into the runtime's container: model args appended, resources per key.
+                # The runtime's own fields (image, env, securityContext) are checked on the runtime itself.
+                model = _Container(
+                    "model",
+                    spec_model,
+                    _merge_resources(_get(base, "resources", default={}), _get(spec_model, "resources", default={})),
+                    list(base.get("args") or []) + list(spec_model.get("args") or []),
+                    str(spec_model.get("image") or base.get("image") or ""),
+                )
+                containers.insert(0, model)
+            yield _Pod(res, pod, containers, tolerations, affinity, component=component, model=model)
+
+    # -- rules
+
+    def lint(self) -> list[Finding]:
+        findings: list[Finding] = []
+        cpu_only = any(self._avoids_gpus(p) for p in self.pods() if p.res.kind == "InferenceService")
+        for pod in self.pods():
+            findings += self._pod_rules(pod, cpu_only)
+        for isvc in self.kind("InferenceService"):
+            findings += self._runtime_rule(isvc)
+        for sa in self.kind("ServiceAccount"):
+            listed = list(sa.obj.get("secrets") or []) + list(sa.obj.get("imagePullSecrets") or [])
+            names = [s.get("name") for s in listed if isinstance(s, dict)]
+            findings += self._secret_refs(sa, [n for n in names if n])
+        findings += self._route_rules()
+        findings += self._pool_rules()
+        findings += self._namespace_rules()
+        for res in self.docs:
+            findings += _plaintext_secret(res)
+        return findings
+
+    def _pod_rules(self, pod: _Pod, cpu_only: bool) -> list[Finding]:
+        res, spec, out = pod.res, pod.spec, []
+        for volume in spec.get("volumes") or []:
+            if isinstance(volume, dict) and "hostPath" in volume:
+                out.append(res.finding("host-path", f"volume {volume.get('name')} is a hostPath: use a PVC, "
+                                       "emptyDir or the model's storageUri instead"))
+        sa = spec.get("serviceAccountName")
+        if sa and sa != "default" and not any(s.name == sa for s in self.kind("ServiceAccount", res.namespace)):
+            out.append(res.finding("ref-service-account", f"serviceAccountName {sa} is not deployed with this "
+                                   f"environment: add ServiceAccount {sa} or fix serviceAccountName"))
+        pc = spec.get("priorityClassName")
+        if pc and pc not in BUILTIN_PRIORITY_CLASSES and not any(p.name == pc for p in self.kind("PriorityClass")):
+            out.append(res.finding("ref-priority-class", f"priorityClassName {pc} is not deployed with this "
+                                   f"environment: add PriorityClass {pc} to the platform layer or fix the name"))
+        secret_refs = [s.get("name") for s in spec.get("imagePullSecrets") or [] if isinstance(s, dict)]
+        for volume in spec.get("volumes") or []:
+            if not isinstance(volume, dict):
+                continue
+            if _get(volume, "secret", "optional") is not True:
+                secret_refs.append(_get(volume, "secret", "secretName"))
+            for source in _get(volume, "projected", "sources", default=[]) or []:
+                if _get(source, "secret", "optional") is not True:
+                    secret_refs.append(_get(source, "secret", "name"))
+        for c in pod.containers:
+            for env in c.spec.get("env") or []:
+                ref = _get(env, "valueFrom", "secretKeyRef", default={})
+                if ref.get("name") and ref.get("optional") is not True:
+                    secret_refs.append(ref["name"])
+            for env in c.spec.get("envFrom") or []:
+                ref = _get(env, "secretRef", default={})
+                if ref.get("name") and ref.get("optional") is not True:
+                    secret_refs.append(ref["name"])
+            out += self._container_rules(pod, c, cpu_only)
+        out += self._secret_refs(res, [r for r in secret_refs if r])
+        return out
+
+    def _container_rules(self, pod: _Pod, c: _Container, cpu_only: bool) -> list[Finding]:
+        res, out = pod.res, []
+        missing = [f"{k}.{r}" for k in ("requests", "limits") for r in ("cpu", "memory") if not _get(c.resources, k, r)]
+        if missing:
+            out.append(res.finding("resources", f"{c.where} has no {', '.join(missing)}: set cpu and memory "
+                                   "requests and limits"))
+        image = c.spec.get("image")
+        if image and not _pinned(str(image)):
+            out.append(res.finding("image-pinned", f"{c.where} image {image} is not pinned: use a version tag "
+                                   "(not latest) or a @sha256: digest"))
+        security = c.spec.get("securityContext") or {}
+        if security.get("privileged") is True:
+            out.append(res.finding("privileged", f"{c.where} is privileged: remove securityContext.privileged"))
+        if security.get("allowPrivilegeEscalation") is True:
+            out.append(res.finding("privilege-escalation", f"{c.where} sets allowPrivilegeEscalation: true: set "
+                                   "it to false"))
+        requested, limited = _gpus(c.resources, "requests"), _gpus(c.resources, "limits")
+        if requested and requested != limited:
+            out.append(res.finding("gpu-limit", f"{c.where} requests {requested} {GPU} but its limit is {limited}: "
+                                   f"set resources.limits.{GPU} to {requested}"))
+        gpus = limited or requested
+        if pod.is_template:
+            return out  # tolerations, placement and parallelism belong to the InferenceServices using it
+        if gpus and not any(_tolerates_gpu(t) for t in pod.tolerations):
+            out.append(res.finding("gpu-toleration", f"{c.where} uses {GPU} but the pod does not tolerate the "
+                                   f"{GPU} NoSchedule taint: select the gpu component or add the toleration"))
+        if gpus and (res.labels.get("model-serving.io/accelerator") == "cpu" or cpu_only):
+            why = "is labelled model-serving.io/accelerator=cpu" if res.labels.get(
+                "model-serving.io/accelerator") == "cpu" else "is in a CPU-only environment (cpu component)"
+            out.append(res.finding("gpu-on-cpu", f"{c.where} requests {gpus} {GPU} but {why}: drop the GPUs or "
+                                   "deploy it to a GPU environment"))
+        if c is pod.model and _is_vllm(c):
+            tp = _flag(c.args, "--tensor-parallel-size", "--tensor_parallel_size", "-tp") or "1"
+            pp = _flag(c.args, "--pipeline-parallel-size", "--pipeline_parallel_size", "-pp") or "1"
+            try:
+                wanted = int(tp) * int(pp)
+            except ValueError:
+                wanted = -1
+            if wanted != gpus:
+                size = f"--tensor-parallel-size {tp}" + (f" x --pipeline-parallel-size {pp}" if pp != "1" else "")
+                out.append(res.finding("gpu-tensor-parallel", f"vLLM {size} does not use its {gpus} {GPU}: set "
+                                       "--tensor-parallel-size (x pipeline parallel size) to the GPU limit"))
+        return out
+
+    def _avoids_gpus(self, pod: _Pod) -> bool:
+        """The cpu component's placement: required node affinity `nvidia.com/gpu.present DoesNotExist`."""
+        terms = _get(pod.affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                     "nodeSelectorTerms", default=[]) or []
+        return any(
+            _get(e, "key") == "nvidia.com/gpu.present" and _get(e, "operator") == "DoesNotExist"
+            for t in terms if isinstance(t, dict) for e in t.get("matchExpressions") or []
+        )
+
+    def _secret_refs(self, res: _Res, names: list[str]) -> list[Finding]:
+        known = self.secret_names(res.namespace)
+        return [
+            res.finding("ref-secret", f"Secret {name} is not created by this environment: add it to the secrets "
+                        f"layer (SealedSecret, SOPS file or ExternalSecret) or list it under lint.externalSecrets "
+                        f"in {SETTINGS_FILE}")
+            for name in dict.fromkeys(names) if name not in known
+        ]
+
+    def _runtime_rule(self, isvc: _Res) -> list[Finding]:
+        model = _get(isvc.obj, "spec", "predictor", "model")
+        if not isinstance(model, dict):
+            return []
+        fmt = str(_get(model, "modelFormat", "name", default=""))
+        name = model.get("runtime")
+        runtimes = self.kind("ServingRuntime", isvc.namespace) + self.kind("ClusterServingRuntime")
+
+        def supports(rt: _Res, auto: bool = False) -> bool:
+            return any(
+                str(f.get("name", "")).lower() == fmt.lower() and (not auto or f.get("autoSelect") is True)
+                for f in _get(rt.obj, "spec", "supportedModelFormats", default=[]) or [] if isinstance(f, dict)
+            )
+
+        if not name:
+            if not any(supports(r, auto=True) for r in runtimes if not _get(r.obj, "spec", "disabled")):
+                return [isvc.finding("ref-runtime", f"no runtime in this environment auto-selects model format "
+                                     f"{fmt or '(none)'}: set spec.predictor.model.runtime to a deployed runtime")]
+            return []
+        runtime = self.runtime(isvc)
+        if runtime is None:
+            return [isvc.finding("ref-runtime", f"runtime {name} is not deployed with this environment: add "
+                                 f"ClusterServingRuntime {name} to its platform layer or fix the runtime name")]
+        if _get(runtime.obj, "spec", "disabled") is True:
+            return [isvc.finding("ref-runtime", f"runtime {name} is disabled: enable it or choose another runtime")]
+        if not supports(runtime):
+            formats = [str(f.get("name")) for f in _get(runtime.obj, "spec", "supportedModelFormats", default=[]) or []
+                       if isinstance(f, dict)]
+            return [isvc.finding("ref-runtime", f"runtime {name} does not support model format {fmt or '(none)'} "
+                                 f"(it supports {', '.join(formats) or 'none'}): fix modelFormat.name or the runtime")]
+        return []
+
+    def _route_rules(self) -> list[Finding]:
+        out = []
+        for route in self.kind("HTTPRoute"):
+            for rule in _get(route.obj, "spec", "rules", default=[]) or []:
+                for ref in _get(rule, "backendRefs", default=[]) or []:
+                    if not isinstance(ref, dict) or ref.get("kind") != "InferencePool":
+                        continue
+                    group, name = str(ref.get("group") or ""), ref.get("name")
+                    ns = ref.get("namespace") or route.namespace
+                    if not any(p.name == name and p.group == group for p in self.kind("InferencePool", ns)):
+                        out.append(route.finding("ref-inference-pool", f"backendRef InferencePool {name} (group "
+                                                 f"{group or 'core'}) is not deployed with this environment: add the "
+                                                 "InferencePool (inference-pool component) or fix the backendRef"))
+        return out
+
+    def _pool_rules(self) -> list[Finding]:
+        servers = []  # (namespace, name, pod labels, is vLLM) of each InferenceService's predictor pods
+        for pod in self.pods():
+            if pod.component == "predictor":
+                labels = {**pod.res.labels, **(pod.spec.get("labels") or {}),
+                          ISVC_LABEL: pod.res.name, "component": "predictor"}
+                servers.append((pod.res.namespace, pod.res.name, labels,
+                                pod.model is not None and _is_vllm(pod.model)))
+        out = []
+        for pool in self.kind("InferencePool"):
+            selector = _get(pool.obj, "spec", "selector", default={})
+            if pool.group == "inference.networking.k8s.io":
+                selector = _get(selector, "matchLabels", default={})
+            selector = {str(k): str(v) for k, v in (selector or {}).items()} if isinstance(selector, dict) else {}
+            shown = ",".join(f"{k}={v}" for k, v in selector.items()) or "(empty)"
+            matched = [
+                (name, vllm) for ns, name, labels, vllm in servers
+                if _same_ns(ns, pool.namespace) and all(str(labels.get(k, "\0")) == v for k, v in selector.items())
+            ]
+            if not matched:
+                out.append(pool.finding("pool-no-match", f"selector {shown} selects no InferenceService's pods: "
+                                        f"select one with {ISVC_LABEL}: <name>, or drop the pool"))
+            others = [name for name, vllm in matched if not vllm]
+            if others:
+                out.append(pool.finding("pool-non-vllm", f"selector {shown} also selects non-vLLM model servers "
+                                        f"({', '.join(others)}): narrow the selector to vLLM InferenceServices"))
+        return out
+
+    def _namespace_rules(self) -> list[Finding]:
+        out = []
+        first: dict[str, _Res] = {}
+        for isvc in self.kind("InferenceService"):
+            first.setdefault(isvc.namespace, isvc)
+        for ns, isvc in sorted(first.items()):
+            namespaces = [n for n in self.kind("Namespace") if _same_ns(n.name, ns)]
+            shown = ns or "(unset)"
+            if not namespaces:
+                out.append(isvc.finding("ns-pod-security", f"namespace {shown} is not deployed with this "
+                                        "environment: add the Namespace with label pod-security.kubernetes.io/enforce"))
+            for namespace in namespaces:
+                level = namespace.labels.get("pod-security.kubernetes.io/enforce")
+                if level not in ("baseline", "restricted"):
+                    out.append(namespace.finding("ns-pod-security", f"pod-security.kubernetes.io/enforce is "
+                                                 f"{level or 'unset'}: label the namespace "
+                                                 "pod-security.kubernetes.io/enforce=baseline (or restricted)"))
+            policies = self.kind("NetworkPolicy", ns)
+            if not any(_selects_all(p) and "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) for p in policies):
+                owner = namespaces[0] if namespaces else isvc
+                out.append(owner.finding("ns-network-policy", f"namespace {shown} has no NetworkPolicy with "
+                                         "podSelector {} and policyTypes [Ingress]: add one admitting only the "
+                                         "gateway, Knative and monitoring namespaces"))
+            for policy in policies:
+                for number, rule in enumerate(_get(policy.obj, "spec", "ingress", default=[]) or []):
+                    if _admits_anyone(rule):
+                        out.append(policy.finding("ns-network-policy", f"ingress rule {number} admits traffic from "
+                                                  "anywhere: list the allowed sources under `from`"))
+        return out
+
+
+def _selects_all(policy: _Res) -> bool:
+    selector = _get(policy.obj, "spec", "podSelector", default={})
+    return isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
+def _admits_anyone(rule) -> bool:
+    peers = _get(rule, "from", default=[]) if isinstance(rule, dict) else []
+    if not peers:
+        return True
+    for peer in peers:
+        if not isinstance(peer, dict):
+            continue
+        if set(peer) == {"namespaceSelector"} and not any(_get(peer, "namespaceSelector", default={}).values()):
+            return True  # every pod of every namespace
+        if _get(peer, "ipBlock", "cidr") in ("0.0.0.0/0", "::/0"):
+            return True
+    return False
+
+
+def _tolerates_gpu(toleration) -> bool:
+    if not isinstance(toleration, dict):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    key_ok = toleration.get("key") == GPU or (not toleration.get("key") and operator == "Exists")
+    return key_ok and operator in ("Exists", "Equal") and toleration.get("effect") in (None, "", "NoSchedule")
+
+
+def _pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    name = image.rsplit("/", 1)[-1]
+    tag = name.partition(":")[2]
+    return bool(tag) and tag != "latest"
+
+
+def _plaintext_secret(res: _Res) -> list[Finding]:
+    if res.kind != "Secret" or res.group or "sops" in res.obj:
+        return []
+    fields = [k for k in ("data", "stringData") if res.obj.get(k)]
+    if not fields:
+        return []
+    return [res.finding("secret-plaintext", f"{' and '.join(fields)} in plain text: never commit Secret values; "
+                        "use an ExternalSecret, a SealedSecret or a SOPS-encrypted file (`make secret`)")]
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    report = lint_paths(args.paths, jobs=args.jobs)
+    if args.output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     """Register this module's CLI verb (wired from cli.py)."""
+    lint = verbs.add_parser(
+        "lint",
+        help="checks schemas cannot express: references, GPUs, resources, images, secrets, pod security",
+        description="Build every overlay under PATH and run the checks schemas cannot express, resolving references "
+        "across each environment's layers. One line per finding (overlay: resource: [rule] problem: fix); exit 1 "
+        "on any finding. Rules: " + ", ".join(RULES) + ".",
+    )
+    lint.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                      help="kustomization folder, folder to search for kustomizations, or YAML file")
+    lint.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
+    lint.add_argument("--jobs", type=int, default=default_jobs(), help="parallel builds (default: %(default)s)")
+    lint.set_defaults(func=cmd_lint)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -73,6 +74,7 @@ class TargetResult:
 class Report:
     targets: list[TargetResult] = field(default_factory=list)
     resources: list[ResourceResult] = field(default_factory=list)
+    lint: Any = None  # a lint.LintReport unless validation ran with lint=False
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.resources)
@@ -83,21 +85,23 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.count(INVALID) == 0 and self.errors == 0
+        return self.count(INVALID) == 0 and self.errors == 0 and (self.lint is None or self.lint.ok)
 
     def failures(self) -> list[str]:
         lines = [f"{t.target}: {t.message}" for t in self.targets if t.status == ERROR]
         lines += [f"{r.target}: {r.ref} ({r.api_version}): {r.message}" for r in self.resources if r.status != VALID]
-        return lines
+        return lines + (self.lint.lines() if self.lint is not None else [])
 
     def summary(self) -> str:
-        return (
+        schema = (
             f"{self.count(VALID)} resources valid, {self.count(INVALID)} invalid, "
             f"{self.errors} errors in {len(self.targets)} overlays"
         )
+        return schema if self.lint is None else f"{schema}; lint: {self.lint.summary()}"
 
     def to_json(self) -> dict:
         return {
+            **({"lint": self.lint.to_json()} if self.lint is not None else {}),
             "targets": [asdict(t) for t in self.targets],
             "resources": [asdict(r) for r in self.resources],
             "summary": {
@@ -277,7 +281,9 @@ def validate(
     store_dir: Path = DEFAULT_STORE,
     online: bool = False,
     jobs: int | None = None,
+    lint: bool = True,
 ) -> Report:
+    """Build and validate every target; then lint the built output (cross-object checks) unless lint=False."""
     jobs = jobs or default_jobs()
     targets = find_targets(paths)
     store = build_store(store_dir, kubernetes_version, crd_dirs)
@@ -285,6 +291,7 @@ def validate(
     report = Report()
     pending: list[tuple[str, dict]] = []  # (target label, parsed doc) awaiting a verdict
     documents: list[str] = []
+    built: dict[str, list[dict]] = {}  # target label -> parsed docs, for lint
     for target, output in zip(targets, rendered):
         label = display_path(target.path)
         if isinstance(output, CommandError):
@@ -296,6 +303,7 @@ def validate(
             report.targets.append(TargetResult(label, ERROR, message=f"not valid YAML: {str(exc).splitlines()[0]}"))
             continue
         report.targets.append(TargetResult(label, VALID, resources=len(docs)))
+        built[label] = [parsed for parsed, _ in docs]
         for parsed, text in docs:
             pending.append((label, parsed))
             documents.append(text)
@@ -315,6 +323,10 @@ def validate(
     for result in report.targets:
         if result.status == VALID and any(r.target == result.target and r.status != VALID for r in report.resources):
             result.status = INVALID
+    if lint:
+        from . import lint as lint_module  # lint builds on this module: imported here, not at the top
+
+        report.lint = lint_module.lint_built(built, jobs=jobs)
     return report
 
 

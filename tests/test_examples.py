@@ -1,0 +1,284 @@
+"""The seed chart's deployments (examples/*.yml): each renders with copier (Python API, vcs_ref HEAD), validates
+strictly offline, and its built manifests follow KServe's rules: llama.cpp ctx-size arithmetic, vLLM tensor
+parallelism = GPUs, GPU limits and tolerations, HF_TOKEN wiring, S3 annotations and ServiceAccount, the
+InferencePool, and no secret value anywhere."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servingops import render
+from servingops.tools import PROJECT_ROOT
+from servingops.validate import INVALID, VALID, kustomize_build, validate
+
+EXAMPLES = PROJECT_ROOT / "examples"
+# What the seed README says each deployment runs: {model: (runtime, GPUs)}.
+SEED_MODELS = {
+    "quickstart": {"qwen25-7b": ("vllm", 1)},
+    "llama-70b": {"llama-70b": ("vllm", 4)},
+    "llamacpp-s3": {"qwen-7b-gguf": ("llamacpp", 0)},
+    "ollama-cpu": {"qwen3-4b": ("ollama", 0)},
+    "ollama-gpu": {"llama-8b-gpu": ("ollama", 1)},
+    "inference-pool": {"qwen25-7b": ("vllm", 1)},
+    "inference-pool-v1alpha2": {"qwen25-7b": ("vllm", 1)},
+}
+NAMES = sorted(SEED_MODELS)
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# Shapes of secret values; none may appear in a generated repository.
+SECRET_VALUES = re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}|hf_[A-Za-z0-9]{20,}|PRIVATE KEY|aws_secret_access_key\s*[:=]",
+                           re.IGNORECASE)
+
+
+class Rendered:
+    """One rendered example: its answers, and the kustomize builds of its environment overlays (built once)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
+        self.envs = [env["name"] for env in self.answers["environments"]]
+        self._builds: dict[tuple[str, str], list[dict]] = {}
+
+    def build(self, env: str, layer: str) -> list[dict]:
+        if (env, layer) not in self._builds:
+            text = kustomize_build(self.path / "environments" / env / layer)
+            self._builds[env, layer] = [doc for doc in yaml.safe_load_all(text) if doc]
+        return self._builds[env, layer]
+
+    def kind(self, kind: str, env: str, layer: str = "models") -> dict[str, dict]:
+        return {d["metadata"]["name"]: d for d in self.build(env, layer) if d["kind"] == kind}
+
+    def components(self, env: str) -> list[str]:
+        return next(e["components"] for e in self.answers["environments"] if e["name"] == env)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """example(name) -> Rendered; each example is rendered once for the whole module."""
+    cache: dict[str, Rendered] = {}
+
+    def get(name: str) -> Rendered:
+        if name not in cache:
+            data = yaml.safe_load((EXAMPLES / f"{name}.yml").read_text())
+            cache[name] = Rendered(render.render(tmp_path_factory.mktemp(name) / "repo", data))
+        return cache[name]
+
+    return get
+
+
+def container(isvc: dict) -> dict:
+    return isvc["spec"]["predictor"]["model"]
+
+
+def gpu_toleration_count(isvc: dict) -> int:
+    return sum(t == GPU_TOLERATION for t in isvc["spec"]["predictor"].get("tolerations", []))
+
+
+def test_every_example_is_listed_with_its_command():
+    readme = (EXAMPLES / "README.md").read_text()
+    assert sorted(p.stem for p in EXAMPLES.glob("*.yml")) == NAMES
+    for name in NAMES:
+        command = f"copier copy --defaults --data-file examples/{name}.yml . my-llm-repo"
+        row = next(line for line in readme.splitlines() if line.startswith("|") and f"`{name}.yml`" in line)
+        assert command in row
+        assert command in (EXAMPLES / f"{name}.yml").read_text()
+    for values in (EXAMPLES / "helm-values").glob("*.yaml"):
+        assert f"`helm-values/{values.name}`" in readme
+        assert (EXAMPLES / f"{values.stem}.yml").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_renders_and_validates(example, name):
+    rendered = example(name)
+    report = validate([rendered.path])
+    assert report.ok, report.failures()
+    assert report.errors == 0 and report.count(INVALID) == 0
+    assert all(r.status == VALID for r in report.resources) and report.count(VALID) > 0
+    overlays = {Path(t.target).resolve() for t in report.targets}
+    for env in rendered.envs:
+        for layer in ("platform", "models"):
+            assert (rendered.path / "environments" / env / layer).resolve() in overlays
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_deploys_the_seed_models(example, name):
+    rendered = example(name)
+    deployed = {}
+    for env in rendered.envs:
+        for isvc in rendered.kind("InferenceService", env).values():
+            deployed[isvc["metadata"]["name"]] = isvc
+    assert sorted(deployed) == sorted(SEED_MODELS[name])
+    runtimes = {r["metadata"]["labels"]["model-serving.io/runtime"]: r["metadata"]["name"]
+                for env in rendered.envs for r in rendered.kind("ClusterServingRuntime", env, "platform").values()}
+    for model, (runtime, _) in SEED_MODELS[name].items():
+        assert container(deployed[model])["runtime"] == runtimes[runtime]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_llamacpp_ctx_size_is_per_slot_window_times_slots(example, name):
+    rendered = example(name)
+    per_slot = rendered.answers["llamacpp_context_per_slot"]
+    slots = rendered.answers["llamacpp_parallel_slots"]
+    runtime = next(r for env in rendered.envs for r in rendered.kind("ClusterServingRuntime", env, "platform").values()
+                   if r["metadata"]["labels"]["model-serving.io/runtime"] == "llamacpp")
+    args = runtime["spec"]["containers"][0]["args"]
+    flags = dict(zip(args[::2], args[1::2]))
+    assert flags["--parallel"] == str(slots)
+    assert flags["--ctx-size"] == str(per_slot * slots)
+    assert flags["--port"] == "8080" and flags["--host"] == "0.0.0.0"
+    # The explanation sits right above the flag in the file the user reads.
+    lines = (rendered.path / "platform/runtimes/llamacpp/servingruntime-llamacpp.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == "- --ctx-size")
+    comment = []
+    for line in reversed(lines[:at]):
+        if not line.strip().startswith("#"):
+            break
+        comment.insert(0, line.strip())
+    text = " ".join(comment)
+    assert "TOTAL" in text and "--parallel" in text and f"{per_slot} x {slots} = {per_slot * slots}" in text
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if any(rt == "vllm" for rt, _ in SEED_MODELS[n].values())])
+def test_vllm_tensor_parallel_size_equals_gpu_limit(example, name):
+    rendered = example(name)
+    for env in rendered.envs:
+        for model_name, isvc in rendered.kind("InferenceService", env).items():
+            model = container(isvc)
+            tp = [a.split("=", 1)[1] for a in model["args"] if a.startswith("--tensor-parallel-size=")]
+            gpus = SEED_MODELS[name][model_name][1]
+            assert tp == [str(gpus)]
+            assert model["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
+            assert model["resources"]["requests"]["nvidia.com/gpu"] == str(gpus)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gpu_models_get_gpus_and_the_toleration_cpu_models_neither(example, name):
+    rendered = example(name)
+    for env in rendered.envs:
+        for model_name, isvc in rendered.kind("InferenceService", env).items():
+            gpus = SEED_MODELS[name][model_name][1]
+            resources = container(isvc)["resources"]
+            if gpus:
+                assert "gpu" in rendered.components(env)
+                assert resources["limits"]["nvidia.com/gpu"] == str(gpus)
+                assert gpu_toleration_count(isvc) == 1  # the gpu component's, once (the seed listed it by hand)
+            else:
+                assert "nvidia.com/gpu" not in resources["limits"] and "nvidia.com/gpu" not in resources["requests"]
+                tolerations = isvc["spec"]["predictor"].get("tolerations", [])
+                assert not any(t.get("key") == "nvidia.com/gpu" for t in tolerations)
+            assert {"cpu", "memory"} <= set(resources["limits"]) and {"cpu", "memory"} <= set(resources["requests"])
+        if "cpu" in rendered.components(env):  # a CPU-only cluster runs no GPU runtime and no GPU model
+            runtimes = rendered.kind("ClusterServingRuntime", env, "platform")
+            assert rendered.answers["vllm_runtime_name"] not in runtimes
+            for isvc in rendered.kind("InferenceService", env).values():
+                terms = isvc["spec"]["predictor"]["affinity"]["nodeAffinity"][
+                    "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                assert {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"} in terms[0]["matchExpressions"]
+
+
+def test_ollama_cpu_keeps_the_seed_requests(example):
+    isvc = example("ollama-cpu").kind("InferenceService", "cpu")["qwen3-4b"]
+    assert container(isvc)["resources"]["requests"] == {"cpu": "8", "memory": "8Gi"}
+    assert {"name": "OLLAMA_MODEL", "value": "qwen3:4b"} in container(isvc)["env"]
+
+
+def test_gated_model_reads_hf_token_from_the_secret(example):
+    rendered = example("llama-70b")
+    secret = rendered.answers["hf_secret_name"]
+    assert secret == "hf-secret"
+    isvc = rendered.kind("InferenceService", "gpu")["llama-70b"]
+    hf_env = [e for e in container(isvc)["env"] if e["name"] == "HF_TOKEN"]
+    assert hf_env == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}}]
+    account = rendered.kind("ServiceAccount", "gpu")[isvc["spec"]["predictor"]["serviceAccountName"]]
+    assert {"name": secret} in account["secrets"]
+    external = rendered.kind("ExternalSecret", "gpu")[secret]
+    assert external["spec"]["target"]["name"] == secret
+    assert [d["secretKey"] for d in external["spec"]["data"]] == ["HF_TOKEN"]
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/scale-down-delay"] == "10m"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "llama-70b"])
+def test_public_models_get_no_token(example, name):
+    rendered = example(name)
+    for env in rendered.envs:
+        for isvc in rendered.kind("InferenceService", env).values():
+            assert not any(e["name"] == "HF_TOKEN" for e in container(isvc).get("env", []))
+        assert "hf-secret" not in rendered.kind("ExternalSecret", env)
+        assert "gated-hf" not in rendered.components(env)
+
+
+def test_s3_model_runs_as_the_s3_service_account_with_annotated_secret(example):
+    rendered = example("llamacpp-s3")
+    secret, account_name = rendered.answers["s3_secret_name"], rendered.answers["s3_service_account_name"]
+    assert (secret, account_name) == ("s3-model-creds", "s3-model-sa")
+    isvc = rendered.kind("InferenceService", "cpu")["qwen-7b-gguf"]
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == account_name
+    assert container(isvc)["storageUri"] == "s3://models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    assert container(isvc)["args"] == ["--model", "/mnt/models/qwen2.5-7b-instruct-q4_k_m.gguf"]
+    assert {"name": secret} in rendered.kind("ServiceAccount", "cpu")[account_name]["secrets"]
+    external = rendered.kind("ExternalSecret", "cpu")[secret]
+    target = external["spec"]["target"]
+    assert target["name"] == secret
+    annotations = target["template"]["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/s3-endpoint"] == "s3.us-east-1.amazonaws.com"
+    assert annotations["serving.kserve.io/s3-region"] == "us-east-1"
+    assert annotations["serving.kserve.io/s3-usehttps"] == "1"
+    assert {d["secretKey"] for d in external["spec"]["data"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert all(set(d) == {"secretKey", "remoteRef"} for d in external["spec"]["data"])
+
+
+@pytest.mark.parametrize("name, api_version", [("inference-pool", "inference.networking.k8s.io/v1"),
+                                               ("inference-pool-v1alpha2", "inference.networking.x-k8s.io/v1alpha2")])
+def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example, name, api_version):
+    rendered = example(name)
+    epp = f"{rendered.answers['release_name']}-inference-gateway-epp"
+    assert epp == "model-serving-inference-gateway-epp"  # the seed's default release name
+    pools = rendered.kind("InferencePool", "gpu")
+    isvcs = rendered.kind("InferenceService", "gpu")
+    vllm = [n for n, isvc in isvcs.items() if isvc["metadata"]["labels"]["model-serving.io/runtime"] == "vllm"]
+    assert sorted(pools) == sorted(vllm)  # only vLLM models join a pool
+    pool = pools["qwen25-7b"]
+    assert pool["apiVersion"] == api_version
+    spec = pool["spec"]
+    if api_version.endswith("/v1"):
+        assert spec["selector"] == {"matchLabels": {"serving.kserve.io/inferenceservice": "qwen25-7b"}}
+        assert spec["targetPorts"] == [{"number": 8080}]
+        assert spec["endpointPickerRef"]["name"] == epp and spec["endpointPickerRef"]["port"] == {"number": 9002}
+    else:
+        assert spec["selector"] == {"serving.kserve.io/inferenceservice": "qwen25-7b"}
+        assert spec["targetPortNumber"] == 8080
+        assert spec["extensionRef"]["name"] == epp and spec["extensionRef"]["portNumber"] == 9002
+    route = rendered.kind("HTTPRoute", "gpu")["qwen25-7b"]
+    assert [(p["kind"], p["name"]) for p in route["spec"]["parentRefs"]] == [("Gateway", "inference-gateway")]
+    backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
+    assert backends == [{"group": api_version.split("/")[0], "kind": "InferencePool", "name": "qwen25-7b"}]
+    # A pool only sends requests to ready pods: its model stays warm.
+    assert isvcs["qwen25-7b"]["spec"]["predictor"]["minReplicas"] == 1
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith("inference-pool")])
+def test_no_pool_without_the_component(example, name):
+    rendered = example(name)
+    assert all(not rendered.kind(kind, env) for env in rendered.envs for kind in ("InferencePool", "HTTPRoute"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_secret_value_anywhere_in_the_output(example, name):
+    rendered = example(name)
+    for path in rendered.path.rglob("*"):
+        if path.is_file():
+            assert not SECRET_VALUES.search(path.read_text()), path
+    for env in rendered.envs:
+        for layer in ("platform", "models"):
+            for doc in rendered.build(env, layer):
+                assert doc["kind"] != "Secret", doc["metadata"]["name"]
+                if doc["kind"] == "ExternalSecret":  # only references into the store
+                    assert all(set(d) == {"secretKey", "remoteRef"} for d in doc["spec"]["data"])
+                    assert "data" not in doc["spec"]["target"].get("template", {})
+                if doc["kind"] == "InferenceService":
+                    for entry in container(doc).get("env", []):
+                        if entry["name"] in ("HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                            assert "value" not in entry

@@ -1,0 +1,299 @@
+"""`servingops lint`: every rule fails its bad fixture and passes its good one (real kustomize builds), references
+resolve across an environment's layers, and rendered repos lint clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servingops import lint, render
+from servingops.cli import main
+from servingops.errors import InputError
+from servingops.validate import display_path, kustomize_build, split_documents
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lint"
+REPO = FIXTURES / "_repo"  # a generated repo in miniature: environment dev = platform + secrets + models layers
+
+# What each bad fixture must report: the resources (prefixes: generated Secret names carry a hash) and a phrase
+# of the message. Nothing else may be reported.
+BAD = {
+    "build": (["kustomization"], "missing.yaml"),
+    "ref-runtime": (["InferenceService llm/qwen", "InferenceService llm/tiny"], "runtime kserve-nope is not deployed"),
+    "ref-service-account": (["InferenceService llm/tiny"], "serviceAccountName s3-sa"),
+    "ref-secret": (["InferenceService llm/qwen", "ServiceAccount llm/hf-sa"], "Secret hf-secret is not created"),
+    "ref-priority-class": (["InferenceService llm/tiny"], "priorityClassName llm-critical"),
+    "ref-inference-pool": (["HTTPRoute llm/qwen", "HTTPRoute llm/qwen"], "(group inference.networking.x-k8s.io)"),
+    "pool-no-match": (["InferencePool llm/qwen"], "serving.kserve.io/inferenceservice=qwen2 selects no"),
+    "pool-non-vllm": (["InferencePool llm/qwen"], "non-vLLM model servers (tiny)"),
+    "gpu-limit": (["InferenceService llm/qwen"], "requests 2 nvidia.com/gpu but its limit is 1"),
+    "gpu-toleration": (["InferenceService llm/qwen"], "does not tolerate the nvidia.com/gpu NoSchedule taint"),
+    "gpu-tensor-parallel": (["InferenceService llm/qwen"], "--tensor-parallel-size 1 does not use its 2"),
+    "gpu-on-cpu": (["InferenceService llm/qwen", "InferenceService llm/tiny"],
+                   "labelled model-serving.io/accelerator=cpu"),
+    "resources": (
+        ["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm", "InferenceService llm/tiny"],
+        "has no limits.memory",
+    ),
+    "image-pinned": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
+                     "registry.internal:5000/kserve/huggingfaceserver is not pinned"),
+    "secret-plaintext": (["Secret hf-secret", "Secret llm/api-key", "Secret llm/s3-creds-"],
+                         "stringData in plain text"),
+    "host-path": (["InferenceService llm/tiny"], "volume cache is a hostPath"),
+    "privileged": (["ClusterServingRuntime kserve-llamacpp"], "is privileged"),
+    "privilege-escalation": (["InferenceService llm/tiny"], "allowPrivilegeEscalation: true"),
+    "ns-pod-security": (["Namespace llm"], "enforce is privileged"),
+    "ns-network-policy": (["Namespace llm", "NetworkPolicy llm/default-ingress"], "admits traffic from anywhere"),
+}
+
+
+def test_every_rule_has_a_good_and_a_bad_fixture():
+    rules = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert rules == sorted(lint.RULES) == sorted(BAD)
+    for rule in rules:
+        assert (FIXTURES / rule / "good" / "kustomization.yaml").is_file()
+        assert (FIXTURES / rule / "bad" / "kustomization.yaml").is_file()
+
+
+@pytest.mark.parametrize("rule", sorted(BAD))
+def test_good_fixture_lints_clean(rule):
+    report = lint.lint_paths([FIXTURES / rule / "good"])
+    assert report.ok, report.lines()
+    assert report.overlays == [display_path(FIXTURES / rule / "good")]
+    assert report.summary() == "1 overlays lint clean"
+
+
+@pytest.mark.parametrize("rule", sorted(BAD))
+def test_bad_fixture_fails_its_rule_only(rule):
+    resources, phrase = BAD[rule]
+    report = lint.lint_paths([FIXTURES / rule / "bad"])
+    assert not report.ok
+    assert {f.rule for f in report.findings} == {rule}, report.lines()
+    found = sorted(f.resource for f in report.findings)
+    assert len(found) == len(resources) and all(f.startswith(e) for f, e in zip(found, sorted(resources))), found
+    assert any(phrase in f.message for f in report.findings), report.lines()
+    for finding in report.findings:
+        # One line: what is wrong, then the fix after a colon; the overlay (or repo file) it is in.
+        assert "\n" not in finding.message and ": " in finding.message
+        assert finding.overlay.startswith(display_path(FIXTURES / rule / "bad"))
+    assert report.summary() == f"{len(resources)} findings in 1 overlays"
+
+
+def copy_fixtures(tmp_path: Path, *names: str) -> Path:
+    root = tmp_path / "lint"
+    for name in ("_base", *names):
+        shutil.copytree(FIXTURES / name, root / name, symlinks=True)
+    return root
+
+
+def test_each_way_a_secret_exists_counts(tmp_path):
+    good = copy_fixtures(tmp_path, "ref-secret") / "ref-secret" / "good"
+    assert lint.lint_paths([good]).ok
+    (good / ".servingops.yaml").unlink()  # api-key was only listed as created outside Git
+    kustomization = good / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("  - sealedsecret.yaml\n", ""))
+    report = lint.lint_paths([good])
+    assert sorted((f.rule, f.resource, f.message.split(" is ")[0]) for f in report.findings) == [
+        ("ref-secret", "InferenceService llm/tiny", "Secret api-key"),
+        ("ref-secret", "InferenceService llm/tiny", "Secret s3-creds"),
+    ]
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, error", [
+    ("lint:\n  externalSecret: [a]\n", "unknown key lint.externalSecret: allowed keys are externalSecrets"),
+    ("lints: {}\n", "unknown key 'lints': allowed keys are lint"),
+    ("lint:\n  externalSecrets: hf-secret\n", "lint.externalSecrets must be a list of Secret names"),
+    ("- lint\n", "must be a mapping"),
+    ("lint: [\n", "not valid YAML"),
+])
+def test_settings_errors_name_the_key_and_the_fix(tmp_path, text, error):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / ".servingops.yaml").write_text(text)
+    with pytest.raises(InputError, match=error.replace("[", r"\[").replace("(", r"\(")):
+        lint.lint_paths([repo])
+
+
+def test_settings_are_optional_and_found_upwards(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    assert lint.find_repo_root(repo / "environments" / "dev" / "models") == repo.resolve()
+    assert lint.load_settings(repo.resolve()).external_secrets == {"s3-creds"}
+    (repo / ".servingops.yaml").write_text("# nothing to configure\n")
+    assert lint.load_settings(repo.resolve()) == lint.Settings()
+    assert lint.find_repo_root(tmp_path) is None
+
+
+# --- one environment = what its entry points deploy ----------------------------------------------------
+
+
+def layers(*names: str, root: Path = REPO) -> list[str]:
+    return sorted(display_path(root / n) for n in names)
+
+
+DEV = ("environments/dev/models", "environments/dev/platform", "secrets/dev")
+
+
+def test_environment_groups_come_from_the_argocd_entry_point():
+    root = REPO.resolve()
+    assert lint.environment_groups(root) == [frozenset(root / n for n in DEV)]
+
+
+@pytest.mark.parametrize("path", [".", "environments/dev/models", "models/qwen"])
+def test_references_resolve_across_the_environment(path):
+    # The models layer's runtime, PriorityClass and namespace live in the platform layer, hf-secret in the SOPS
+    # file of secrets/dev: a layer (or a base of one) is linted with every layer of its environment.
+    report = lint.lint_paths([REPO / path])
+    assert report.ok, report.lines()
+    assert report.overlays == layers(*DEV)
+
+
+def test_flux_entry_points_group_the_same_way(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    shutil.rmtree(repo / "clusters" / "argocd")
+    flux = repo / "clusters" / "flux" / "dev"
+    flux.mkdir(parents=True)
+    docs = [
+        {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
+         "spec": {"interval": "10m", "path": f"./{path}", "prune": True,
+                  "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
+        for layer, path in zip(("models", "platform", "secrets"), DEV)
+    ]
+    (flux / "layers.yaml").write_text(yaml.safe_dump_all(docs))
+    assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV)]
+    report = lint.lint_paths([repo])
+    assert report.ok and report.overlays == layers(*DEV, root=repo), report.lines()
+
+
+def test_without_entry_points_the_environments_layout_groups(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    shutil.rmtree(repo / "clusters")
+    report = lint.lint_paths([repo])
+    assert report.ok and report.overlays == layers(*DEV, root=repo), report.lines()
+
+
+def test_without_grouping_each_layer_is_missing_the_others(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / ".servingops.yaml").unlink()  # no repo root: every overlay on its own, nothing grouped
+    report = lint.lint_paths([repo / "environments"])
+    models = display_path(repo / "environments" / "dev" / "models")
+    assert {(f.overlay, f.rule) for f in report.findings} == {
+        (models, rule) for rule in
+        ("ref-runtime", "ref-priority-class", "ref-secret", "ns-pod-security", "ns-network-policy")
+    }
+    assert {f.message.split(" is ")[0] for f in report.findings if f.rule == "ref-secret"} == {
+        "Secret hf-secret", "Secret s3-creds"}
+
+
+def test_environments_do_not_see_each_other(tmp_path):
+    # prod deploys the same model on a platform without the vLLM runtime: only prod is wrong, dev stays clean.
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    text = (repo / "clusters" / "argocd" / "dev.yaml").read_text()
+    (repo / "clusters" / "argocd" / "prod.yaml").write_text(text.replace("dev", "prod"))
+    shutil.copytree(repo / "secrets" / "dev", repo / "secrets" / "prod")
+    shutil.copytree(repo / "environments" / "dev", repo / "environments" / "prod")
+    (repo / "environments" / "prod" / "platform" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../platform\n"
+        "patches:\n  - patch: |-\n      $patch: delete\n      apiVersion: serving.kserve.io/v1alpha1\n"
+        "      kind: ClusterServingRuntime\n      metadata: {name: kserve-vllm}\n"
+    )
+    report = lint.lint_paths([repo])
+    assert [(f.overlay, f.resource, f.rule) for f in report.findings] == [
+        (display_path(repo / "environments" / "prod" / "models"), "InferenceService llm/qwen", "ref-runtime")
+    ]
+    assert len(report.overlays) == 6
+
+
+def test_a_missing_secret_in_the_secrets_layer_is_found(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / "secrets" / "dev" / "hf-secret.yaml").unlink()
+    report = lint.lint_paths([repo])
+    assert [(f.resource, f.rule) for f in report.findings] == [("InferenceService llm/qwen", "ref-secret")]
+    assert "Secret hf-secret is not created" in report.findings[0].message
+    assert report.overlays == layers("environments/dev/models", "environments/dev/platform", root=repo)
+
+
+def test_lint_built_reuses_outputs_and_builds_only_the_missing_layers():
+    models = REPO / "environments" / "dev" / "models"
+    docs = [parsed for parsed, _ in split_documents(kustomize_build(models))]
+    report = lint.lint_built({display_path(models): docs})
+    assert report.ok and report.overlays == layers(*DEV), report.lines()
+    # The docs given are what is linted (not a rebuild): a change in them shows.
+    for doc in docs:
+        if doc["kind"] == "InferenceService":
+            doc["spec"]["predictor"]["priorityClassName"] = "llm-critical"
+    report = lint.lint_built({models: docs}, REPO)
+    assert [(f.overlay, f.resource, f.rule) for f in report.findings] == [
+        (str(models), "InferenceService llm/qwen", "ref-priority-class")]  # named as the caller named it
+
+
+# --- rendered repos ---------------------------------------------------------------------------------------
+
+EVERY_RUNTIME = {
+    "gitops_engine": "both",
+    "catalog_models": ["llama-70b", "qwen-7b-gguf", "qwen3-4b", "llama-8b-gpu", "qwen25-1-5b"],
+}
+
+
+@pytest.mark.parametrize("answers", [
+    {},
+    {**EVERY_RUNTIME, "secrets_provider": "manual"},
+    {**EVERY_RUNTIME, "secrets_provider": "sealed-secrets"},
+], ids=["defaults", "both-manual", "both-sealed-secrets"])
+def test_rendered_repo_lints_clean(tmp_path, answers):
+    repo = render.render(tmp_path / "repo", answers)
+    report = lint.lint_paths([repo])
+    assert report.ok, report.lines()
+    envs = [p.name for p in sorted((repo / "environments").iterdir())]
+    for env in envs:
+        assert display_path(repo / "environments" / env / "models") in report.overlays
+        assert display_path(repo / "environments" / env / "platform") in report.overlays
+    if answers.get("secrets_provider") in ("manual", "sealed-secrets"):
+        # The Secrets the models need come from outside Git: without .servingops.yaml's list they are unresolved.
+        settings = yaml.safe_load((repo / ".servingops.yaml").read_text())
+        assert sorted(settings["lint"]["externalSecrets"]) == ["hf-secret", "s3-model-creds"]
+        (repo / ".servingops.yaml").write_text("lint:\n  externalSecrets: []\n")
+        report = lint.lint_paths([repo])
+        assert {f.rule for f in report.findings} == {"ref-secret"}
+        assert {f.message.split(" is ")[0] for f in report.findings} == {"Secret hf-secret", "Secret s3-model-creds"}
+
+
+# --- CLI --------------------------------------------------------------------------------------------------
+
+
+def test_cli_text_output_and_exit_codes(capsys):
+    assert main(["lint", str(FIXTURES / "gpu-on-cpu" / "good")]) == 0
+    assert capsys.readouterr().out == "1 overlays lint clean\n"
+    assert main(["lint", str(FIXTURES / "gpu-on-cpu" / "bad"), str(FIXTURES / "host-path" / "bad")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "3 findings in 2 overlays"
+    assert all(": [gpu-on-cpu] " in line or ": [host-path] " in line for line in lines[:-1]) and len(lines) == 4
+
+
+def test_cli_json_output(capsys):
+    assert main(["lint", str(FIXTURES / "pool-non-vllm" / "bad"), "--output", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"] == {"findings": 1, "overlays": 1, "ok": False}
+    [finding] = data["findings"]
+    assert finding["rule"] == "pool-non-vllm" and finding["resource"] == "InferencePool llm/qwen"
+    assert finding["overlay"] == display_path(FIXTURES / "pool-non-vllm" / "bad")
+
+
+def test_cli_bad_settings_is_one_line_error(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / ".servingops.yaml").write_text("lint:\n  externalSecretz: []\n")
+    assert main(["lint", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key lint.externalSecretz" in err
