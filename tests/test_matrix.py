@@ -69,3 +69,14 @@ def test_matrix_summary(report):
         f"{len(CELLS)} combinations, {report.overlays_built} overlays, {report.resources} resources: all valid"
     )
     assert report.overlays_distinct <= report.overlays_built and report.resources_distinct <= report.resources
+
+
+def test_secret_scan_finds_planted_secrets(tmp_path):
+    # The matrix scans every generated file with the catalog's secret patterns; make sure the scan can fail.
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "ok.yaml").write_text("name: hf-secret\nkey: HF_TOKEN\n")
+    assert matrix.secret_hits([tmp_path / "repo"]) == []
+    (tmp_path / "repo" / "leak.yaml").write_text("token: hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3\n")
+    (tmp_path / "repo" / "keys.env").write_text("AWS_ACCESS_KEY_ID=AKIA" + "ABCDEFGHIJKLMNOP\n")
+    hits = matrix.secret_hits([tmp_path / "repo"])
+    assert len(hits) == 2 and any("HuggingFace token" in h for h in hits) and any("AWS access key" in h for h in hits)

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -471,8 +472,22 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
             build_progress.step()
     report.overlays_built = len(digests)
     report.overlays_distinct = len(built)
+    report.failures += secret_hits(workdir / spec.name for spec in renders)
     outputs = {key: built[digest].result() for key, digest in digests.items()}
     _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled)
+
+
+SECRET_PATTERNS = [(re.compile(p["pattern"]), p["what"]) for p in render.catalog("secret-patterns")]
+
+
+def secret_hits(repos: Iterable[Path]) -> list[str]:
+    """Every file of every rendered repo scanned for anything that looks like a secret: there must be none."""
+    hits = []
+    for repo in repos:
+        for path in sorted(p for p in repo.rglob("*") if p.is_file()):
+            text = path.read_text(errors="replace")
+            hits += [f"{path}: looks like {what}" for pattern, what in SECRET_PATTERNS if pattern.search(text)]
+    return hits
 
 
 def _timed_build(overlay: Path, seconds: dict[str, float], key: str) -> str | CommandError:

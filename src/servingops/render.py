@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -15,6 +14,7 @@ import copier
 import jinja2
 import yaml
 
+from .command import Command
 from .errors import InputError
 from .tools import PROJECT_ROOT
 
@@ -45,10 +45,9 @@ def template_snapshot() -> Iterator[Path]:
 
     Copier clones a git template for every copy; rendering many answer sets from one plain snapshot skips that.
     """
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=TEMPLATE_ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    files = Command(
+        ("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"), cwd=TEMPLATE_ROOT, timeout=60
+    ).run().stdout.split("\0")
     with tempfile.TemporaryDirectory(prefix="servingops-template-") as tmp:
         root = Path(tmp) / "template"
         for rel in filter(None, files):

@@ -6,7 +6,6 @@ kubeconform process, each distinct resource exactly once, so schemas are compile
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -336,7 +335,3 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
