@@ -9,7 +9,7 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools schemas test test-fast demo clean
+.PHONY: help setup tools schemas test test-fast demo clean fuzz-long
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ test: setup ## run every test (the full overlay matrix included)
 
 test-fast: setup ## run the tests that finish in seconds
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not slow"
+
+fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 examples (about an hour on 2 cores)
+	@mkdir -p build
+	@set -o pipefail; HYPOTHESIS_PROFILE=long $(BIN)/pytest -n 2 --hypothesis-show-statistics \
+		tests/test_hostile_strings.py 2>&1 | tee build/fuzz-long.log; status=$$?; \
+	awk '/ passing, .* failing/ {n = $$2 + $$4; p += $$2; f += $$4} /%, rendered$$/ {r += $$2 * n / 100} \
+		END {printf "fuzz-long: %d examples (%d rendered and validated, the rest refused), %d failing; log: build/fuzz-long.log\n", \
+		p + f, r + 0.5, f}' build/fuzz-long.log; exit $$status
 
 demo: setup ## generate a repo from the default answers into build/demo and validate every overlay
 	$(BIN)/servingops demo --out $(DEMO)

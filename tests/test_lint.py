@@ -61,7 +61,7 @@ def test_every_rule_has_a_good_and_a_bad_fixture():
 @pytest.mark.parametrize("rule", sorted(BAD))
 def test_good_fixture_lints_clean(rule):
     report = lint.lint_paths([FIXTURES / rule / "good"])
-    assert report.ok, report.lines()
+    assert report.ok, report.failures()
     assert report.overlays == [display_path(FIXTURES / rule / "good")]
     assert report.summary() == "1 overlays lint clean"
 
@@ -71,10 +71,10 @@ def test_bad_fixture_fails_its_rule_only(rule):
     resources, phrase = BAD[rule]
     report = lint.lint_paths([FIXTURES / rule / "bad"])
     assert not report.ok
-    assert {f.rule for f in report.findings} == {rule}, report.lines()
+    assert {f.rule for f in report.findings} == {rule}, report.failures()
     found = sorted(f.resource for f in report.findings)
     assert len(found) == len(resources) and all(f.startswith(e) for f, e in zip(found, sorted(resources))), found
-    assert any(phrase in f.message for f in report.findings), report.lines()
+    assert any(phrase in f.message for f in report.findings), report.failures()
     for finding in report.findings:
         # One line: what is wrong, then the fix after a colon; the overlay (or repo file) it is in.
         assert "\n" not in finding.message and ": " in finding.message
@@ -150,7 +150,7 @@ def test_references_resolve_across_the_environment(path):
     # The models layer's runtime, PriorityClass and namespace live in the platform layer, hf-secret in the SOPS
     # file of secrets/dev: a layer (or a base of one) is linted with every layer of its environment.
     report = lint.lint_paths([REPO / path])
-    assert report.ok, report.lines()
+    assert report.ok, report.failures()
     assert report.overlays == layers(*DEV)
 
 
@@ -169,7 +169,7 @@ def test_flux_entry_points_group_the_same_way(tmp_path):
     (flux / "layers.yaml").write_text(yaml.safe_dump_all(docs))
     assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV)]
     report = lint.lint_paths([repo])
-    assert report.ok and report.overlays == layers(*DEV, root=repo), report.lines()
+    assert report.ok and report.overlays == layers(*DEV, root=repo), report.failures()
 
 
 def test_without_entry_points_the_environments_layout_groups(tmp_path):
@@ -177,7 +177,7 @@ def test_without_entry_points_the_environments_layout_groups(tmp_path):
     shutil.copytree(REPO, repo)
     shutil.rmtree(repo / "clusters")
     report = lint.lint_paths([repo])
-    assert report.ok and report.overlays == layers(*DEV, root=repo), report.lines()
+    assert report.ok and report.overlays == layers(*DEV, root=repo), report.failures()
 
 
 def test_without_grouping_each_layer_is_missing_the_others(tmp_path):
@@ -228,7 +228,7 @@ def test_lint_built_reuses_outputs_and_builds_only_the_missing_layers():
     models = REPO / "environments" / "dev" / "models"
     docs = [parsed for parsed, _ in split_documents(kustomize_build(models))]
     report = lint.lint_built({display_path(models): docs})
-    assert report.ok and report.overlays == layers(*DEV), report.lines()
+    assert report.ok and report.overlays == layers(*DEV), report.failures()
     # The docs given are what is linted (not a rebuild): a change in them shows.
     for doc in docs:
         if doc["kind"] == "InferenceService":
@@ -254,7 +254,7 @@ EVERY_RUNTIME = {
 def test_rendered_repo_lints_clean(tmp_path, answers):
     repo = render.render(tmp_path / "repo", answers)
     report = lint.lint_paths([repo])
-    assert report.ok, report.lines()
+    assert report.ok, report.failures()
     envs = [p.name for p in sorted((repo / "environments").iterdir())]
     for env in envs:
         assert display_path(repo / "environments" / env / "models") in report.overlays

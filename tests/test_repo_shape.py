@@ -226,7 +226,7 @@ def test_every_overlay_and_entry_point_validates_offline(name, rendered, store):
     if engine(name) in ("argocd", "both"):
         expected.add(repo / "clusters" / "argocd")
     if engine(name) in ("flux", "both"):
-        expected |= {repo / "clusters" / "flux" / env for env in env_names(repo)}
+        expected |= {flux_entry(repo, env) for env in env_names(repo)}
     for path in sorted(expected):
         assert path.resolve() in targets, f"{path.relative_to(repo)} was not validated"
         target = targets[path.resolve()]
@@ -234,6 +234,11 @@ def test_every_overlay_and_entry_point_validates_offline(name, rendered, store):
     # An engine that was not chosen leaves no entry point behind.
     assert (repo / "clusters" / "argocd").exists() == (engine(name) in ("argocd", "both"))
     assert (repo / "clusters" / "flux").exists() == (engine(name) in ("flux", "both"))
+
+
+def flux_entry(repo: Path, env: str) -> Path:
+    """The Flux objects of one environment: clusters/flux/<env>/<project_name>/."""
+    return repo / "clusters" / "flux" / env / answers_of(repo)["project_name"]
 
 
 # --- 2. Argo CD -----------------------------------------------------------------------------------------
@@ -314,7 +319,10 @@ def test_flux_entry_points(name, rendered):
     envs = env_names(repo)
     assert sorted(p.name for p in (repo / "clusters" / "flux").iterdir()) == sorted(envs)
     for env in envs:
-        objs = objects(build(repo / "clusters" / "flux" / env))
+        # `flux bootstrap --path=clusters/flux/<env>` writes flux-system/ there: that folder must have no
+        # kustomization.yaml of its own, so Flux's generated one includes both flux-system/ and ours.
+        assert not (repo / "clusters" / "flux" / env / "kustomization.yaml").exists()
+        objs = objects(build(flux_entry(repo, env)))
         sources = {(o["kind"], o["metadata"]["name"]): o for o in objs if o["kind"] == "GitRepository"}
         kustomizations = [o for o in objs if o["kind"] == "Kustomization"]
         names = {k["metadata"]["name"] for k in kustomizations}
@@ -322,6 +330,7 @@ def test_flux_entry_points(name, rendered):
             assert source["metadata"]["namespace"] == answers["flux_namespace"]
             assert source["spec"]["url"] == answers["repo_url"]
             assert source["spec"]["ref"] == {"branch": answers["repo_branch"]}
+            assert source["spec"]["secretRef"] == {"name": "flux-system"}  # bootstrap's credentials
             assert source["spec"]["interval"] == answers["sync_interval"]
 
         by_layer = {}
@@ -559,7 +568,7 @@ def test_generated_make_validate_passes_offline(rendered, store):
     assert result.returncode == 0, result.stdout + result.stderr
     overlays = re.findall(r"^--- (\S+)$", result.stdout, re.M)
     expected = [f"environments/{env}/{layer}" for env in env_names(repo) for layer in ("models", "platform")]
-    expected += ["clusters/argocd"] + [f"clusters/flux/{env}" for env in env_names(repo)]
+    expected += ["clusters/argocd"] + [str(flux_entry(repo, env).relative_to(repo)) for env in env_names(repo)]
     assert sorted(overlays) == sorted(expected)
     summaries = SUMMARY.findall(result.stdout)
     assert len(summaries) == len(overlays)

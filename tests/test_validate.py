@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import write
-from servingops.validate import ERROR, INVALID, VALID, validate
+from servingops.validate import ERROR, INVALID, VALID, split_documents, validate
 from servingops.tools import PROJECT_ROOT
 
 KUSTOMIZATION = """\
@@ -164,8 +163,10 @@ def test_validation_needs_no_network(tmp_path, store):
     # which kubeconform reports as "could not find schema" -> an error here. All valid proves nothing is fetched.
     overlay(tmp_path, runtime=RUNTIME, isvc=ISVC, web=DEPLOYMENT)
     closed = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    result = cli("validate", "--no-lint", str(tmp_path), env=closed, wrapper=network_blocker())
-    assert result.returncode == 0, result.stdout + result.stderr
+    wrapper = network_blocker()
+    result = cli("validate", "--no-lint", str(tmp_path), env=closed, wrapper=wrapper)
+    mode = "network namespace + closed proxies" if wrapper else "closed proxies only (no network namespace here)"
+    assert result.returncode == 0, f"[{mode}] " + result.stdout + result.stderr
     assert result.stdout.strip().endswith("3 resources valid, 0 invalid, 0 errors in 1 overlays")
 
 
@@ -180,3 +181,23 @@ def test_validate_runs_lint_unless_told_not_to(tmp_path, store):
     assert without.ok and without.lint is None
     result = cli("validate", str(tmp_path))
     assert result.returncode == 1 and "[ref-runtime]" in result.stdout
+
+
+def test_documents_split_where_the_yaml_parser_splits_them():
+    text = "kind: A\n---\nkind: B\ndata:\n  script: |\n    echo one\n    ---\n    echo two\n---\n# only a comment\n"
+    docs = split_documents(text)
+    assert [d["kind"] for d, _ in docs] == ["A", "B"]
+    assert "---\n    echo two" in docs[1][1] and docs[1][0]["data"]["script"].endswith("---\necho two\n")
+
+
+def test_a_schema_that_needs_the_network_fails_loudly(tmp_path):
+    # What the offline guarantee rests on: when a schema would have to be fetched (here a remote $ref), the
+    # closed-proxy fetch fails, kubeconform cannot compile it, and the resource is an error, never skipped.
+    from servingops.schemas import Store
+    from servingops.validate import kubeconform_verdicts
+
+    (tmp_path / "example.com").mkdir()
+    (tmp_path / "example.com" / "widget_v1.json").write_text('{"$ref": "https://schemas.example.com/widget.json"}')
+    store = Store(tmp_path, "1.33.0", 1, rebuilt=False)
+    [verdict] = kubeconform_verdicts(["apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"], store)
+    assert verdict.status == ERROR and "no schema for example.com/v1 Widget" in verdict.message

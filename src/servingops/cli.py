@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -74,13 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         lint=not args.no_lint,
     )
-    if args.output == "json":
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        for line in report.failures():
-            print(line)
-        print(report.summary())
-    return 0 if report.ok else 1
+    return validate.print_report(report, args.output)
 
 
 def print_tree(root: Path, prefix: str = "") -> None:
@@ -95,7 +88,10 @@ def print_tree(root: Path, prefix: str = "") -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        # Only ever replace an earlier demo: never a folder that just happens to be given.
+        if not (out / ".copier-answers.yml").is_file():
+            raise ServingOpsError(f"{out} exists and is not a generated repository: pass a new or empty folder to --out")
         shutil.rmtree(out)
     print(f"==> copier copy --defaults (this template, working tree) -> {out}")
     render.render(out)

@@ -12,7 +12,6 @@ that holds one): `lint: {externalSecrets: [names]}` lists Secrets that are creat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -24,7 +23,7 @@ import yaml
 from .errors import CommandError, InputError
 from .validate import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
-    render_targets, split_documents,
+    print_report, render_targets, split_documents,
 )
 
 SETTINGS_FILE = ".servingops.yaml"
@@ -99,7 +98,7 @@ class LintReport:
     def ok(self) -> bool:
         return not self.findings
 
-    def lines(self) -> list[str]:
+    def failures(self) -> list[str]:
         return [f.line() for f in self.findings]
 
     def summary(self) -> str:
@@ -168,7 +167,7 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
     """The folders each environment deploys together, read from the repo's GitOps entry points.
 
     Argo CD: the Applications of one file under clusters/ with the same destination cluster (the generated
-    clusters/argocd/<env>.yaml). Flux: the Kustomizations of one folder under clusters/ (clusters/flux/<env>/).
+    clusters/argocd/<env>.yaml). Flux: the Kustomizations of one folder under clusters/ (clusters/flux/<env>/<project>/).
     Both engines describe the same environments, so identical groups count once. A repo without entry points
     falls back to the layout: environments/<env>/<layer>/ plus secrets/<env>/.
     """
@@ -814,14 +813,7 @@ def _plaintext_secret(res: _Res) -> list[Finding]:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    report = lint_paths(args.paths, jobs=args.jobs)
-    if args.output == "json":
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        for line in report.lines():
-            print(line)
-        print(report.summary())
-    return 0 if report.ok else 1
+    return print_report(lint_paths(args.paths, jobs=args.jobs), args.output)
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
 import sys
@@ -37,7 +36,7 @@ from . import render
 from .errors import CommandError, ServingOpsError
 from .schemas import DEFAULT_STORE, build_store
 from .validate import (
-    ERROR, INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_file, kustomize_build, split_documents,
+    INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_file, kustomize_build, split_documents,
 )
 
 # --- the catalog's combinations ------------------------------------------------------------------------
@@ -45,35 +44,60 @@ from .validate import (
 RUNTIMES: dict[str, dict] = render.catalog("runtimes")
 COMPONENTS: dict[str, dict] = render.catalog("components")
 
-# Models the matrix deploys: one plain model per runtime (+ a GPU Ollama model), and for each storage backend
-# that needs credentials a model on the runtime that can run in the most environments.
-PLAIN_MODELS = {"vllm": ["qwen25-1-5b"], "llamacpp": ["qwen25-0-5b-gguf"], "ollama": ["qwen3-4b", "llama-8b-gpu"]}
-STORAGE_MODELS: dict[str, dict[str, Any]] = {
-    "s3": {
-        "llamacpp": {"catalog": "qwen-7b-gguf"},
-        "vllm": {"custom": {"name": "qwen-s3", "runtime": "vllm", "gpus": 1,
-                            "storageUri": "s3://models/qwen2.5-1.5b-instruct"}},
-    },
-    "gated-hf": {
-        "llamacpp": {"custom": {"name": "llama-gguf-gated", "runtime": "llamacpp", "gated": True,
-                                "storageUri": "hf://meta-llama/Llama-3.2-1B-Instruct-GGUF",
-                                "file": "llama-3.2-1b-instruct-q4_k_m.gguf"}},
-        "vllm": {"catalog": "llama-70b"},
-    },
-}
-STORAGE_COMPONENTS = tuple(STORAGE_MODELS)
+COPIER = yaml.safe_load((render.TEMPLATE_ROOT / "copier.yml").read_text())
+MODELS = render.catalog("models")["models"]
+# Components that exist for a kind of model storage (s3, gated HuggingFace): selected exactly when a deployed
+# model uses that storage, so the matrix varies the models to cover them.
+STORAGE_COMPONENTS = tuple(c for c, spec in COMPONENTS.items() if spec.get("storage"))
 
-# Answers besides runtimes/models/environments that change the output, with their values. The first value
-# is the template's default.
+
+def model_storage(model: dict) -> str:
+    scheme = str(model.get("storageUri", "")).split("://")[0]
+    return "hf-gated" if scheme == "hf" and model.get("gated") else scheme
+
+
+def plain_models(runtime: str) -> list[str]:
+    """The catalog's sample model of a runtime, plus a GPU one for runtimes that run on CPU or GPU."""
+    models = [m for m in MODELS if m["runtime"] == runtime]
+    chosen = [m["name"] for m in models if m.get("sample")]
+    if RUNTIMES[runtime]["hardware"] == "any":
+        chosen += [m["name"] for m in models if m.get("gpus", 0) > 0][:1]
+    return chosen
+
+
+def storage_model(component: str, runtime: str) -> dict[str, Any]:
+    """A model of `runtime` using `component`'s storage: from the catalog, else the sample model moved there."""
+    storage = COMPONENTS[component]["storage"]
+    for model in MODELS:
+        if model["runtime"] == runtime and model_storage(model) == storage:
+            return {"catalog": model["name"]}
+    sample = next(m for m in MODELS if m["runtime"] == runtime and m.get("sample"))
+    custom = {k: v for k, v in sample.items() if k not in ("title", "sample")}
+    custom["name"] = f"{sample['name'][:38]}-{component}"
+    if storage == "s3":
+        custom["storageUri"] = f"s3://models/{sample['name']}" + (f"/{sample['file']}" if sample.get("file") else "")
+    else:
+        custom["gated"] = True
+    return {"custom": custom}
+
+
+def question_values(name: str) -> list[Any]:
+    """An answer's possible values from copier.yml, its default first."""
+    question = COPIER[name]
+    if question.get("type") == "bool":
+        return [question["default"], not question["default"]]
+    choices = question["choices"]
+    values = list(choices.values()) if isinstance(choices, dict) else list(choices)
+    return sorted(values, key=lambda v: v != question["default"])
+
+
+# Answers besides runtimes/models/environments that change the output, with their values (default first).
 AXES: dict[str, list[Any]] = {
-    "gitops_engine": ["argocd", "flux", "both"],
-    "secrets_provider": ["external-secrets", "sealed-secrets", "sops", "manual"],
-    "deployment_mode": ["Knative", "Standard"],
-    "s3_auth": ["static", "keyless"],
-    "inference_pool_api": ["v1", "v1alpha2"],
-    "priority_classes": [True, False],
-    "flux_service_account": ["", "llm-reconciler"],
+    name: question_values(name)
+    for name in ("gitops_engine", "secrets_provider", "deployment_mode", "s3_auth", "inference_pool_api", "priority_classes")
 }
+# A free-text answer: what changes the output is whether it is set (multi-tenant Flux) or not.
+AXES["flux_service_account"] = ["", "llm-reconciler"]
 
 
 def axis_pair_allowed(a: str, va: Any, b: str, vb: Any) -> bool:
@@ -110,22 +134,27 @@ def deployable(runtimes: Iterable[str], components: Sequence[str]) -> set[str]:
     return {r for r in runtimes if RUNTIMES[r]["hardware"] != "gpu" or "gpu" in components}
 
 
-def cell_problem(runtimes: Sequence[str], components: Sequence[str]) -> str | None:
-    """Why an environment (runtimes x components) cannot exist, by the catalog's rules; None if it can."""
-    if problem := component_set_problem(components):
-        return problem
+def cell_problems(runtimes: Sequence[str], components: Sequence[str]) -> list[str]:
+    """Every reason an environment (runtimes x components) cannot exist, by the catalog's rules."""
+    problems = [p for p in [component_set_problem(components)] if p]
     here = deployable(runtimes, components)
     if not here:
-        return "deploys nothing"
-    for c in components:
-        if not set(COMPONENTS[c]["runtimes"]) & here:
-            return f"{c} acts on none of the deployed runtimes"
-    return None
+        problems.append("deploys nothing")
+    problems += [f"{c} acts on none of the deployed runtimes" for c in components
+                 if not set(COMPONENTS[c]["runtimes"]) & here]
+    return problems
+
+
+def cell_problem(runtimes: Sequence[str], components: Sequence[str]) -> str | None:
+    problems = cell_problems(runtimes, components)
+    return problems[0] if problems else None
 
 
 def storage_runtime(component: str, runtimes: Sequence[str]) -> str | None:
-    """The runtime that carries the model a storage component needs (the most widely deployable one)."""
-    return next((r for r in ("llamacpp", "vllm") if r in runtimes and r in STORAGE_MODELS[component]), None)
+    """The runtime that carries the model a storage component needs: one it acts on, deployable in the most
+    environments (CPU runtimes first)."""
+    candidates = [r for r in runtimes if r in COMPONENTS[component]["runtimes"]]
+    return min(candidates, key=lambda r: RUNTIMES[r]["hardware"] == "gpu", default=None)
 
 
 def model_hardware(runtime: str, gpus: int) -> str:
@@ -166,27 +195,29 @@ class RenderSpec:
             "catalog_models": catalog_models,
             "custom_models": custom,
             "environments": [
-                {"name": self.env_name(c), "cluster": "in-cluster", "components": list(c.components)} for c in self.cells
+                {"name": self.env_name(c), "cluster": self.env_name(c), "components": list(c.components)} for c in self.cells
             ],
         }
 
 
 @dataclass
 class Rejection:
-    """Answers copier must refuse, and the question whose validator must say so."""
+    """Answers copier must refuse: the question whose validator must say so, and words its message must hold
+    (the components at fault and the rule, for one of the reasons that apply), so that a refusal for some
+    other reason does not count."""
 
     id: str
     answers: dict[str, Any]
     question: str
     why: str
+    expect: list[list[str]] = field(default_factory=list)
 
 
 def models_for(runtimes: Sequence[str], storage: Sequence[str]) -> tuple[list[str], list[dict]]:
-    catalog_models = [m for r in runtimes for m in PLAIN_MODELS[r]]
+    catalog_models = [m for r in runtimes for m in plain_models(r)]
     custom: list[dict] = []
     for component in storage:
-        runtime = storage_runtime(component, runtimes)
-        choice = STORAGE_MODELS[component][runtime]
+        choice = storage_model(component, storage_runtime(component, runtimes))
         if "catalog" in choice:
             catalog_models.append(choice["catalog"])
         else:
@@ -200,8 +231,9 @@ def storage_needed(runtimes: Sequence[str], storage: Sequence[str], components: 
     needed = set()
     for component in storage:
         runtime = storage_runtime(component, runtimes)
-        model = STORAGE_MODELS[component][runtime]
-        gpus = (model.get("custom") or {}).get("gpus", 0)
+        choice = storage_model(component, runtime)
+        model = choice.get("custom") or next(m for m in MODELS if m["name"] == choice["catalog"])
+        gpus = model.get("gpus", 0)
         if runtime in here and (model_hardware(runtime, gpus) == "cpu" or "gpu" in components):
             needed.add(component)
     return needed
@@ -267,28 +299,33 @@ def rejections() -> list[Rejection]:
     everything = tuple(RUNTIMES)
     for runtimes in runtime_sets():
         for components in component_sets():
-            if (why := cell_problem(runtimes, components)) is not None:
-                out.append(_rejected_cell(runtimes, components, why))
+            if problems := cell_problems(runtimes, components):
+                out.append(_rejected_cell(runtimes, components, problems))
     for components in component_sets(allowed=False):
-        out.append(_rejected_cell(everything, components, component_set_problem(components)))
+        out.append(_rejected_cell(everything, components, cell_problems(everything, components)))
     sops = {"secrets_provider": "sops", "catalog_models": ["llama-70b"], "runtimes": ["vllm"],
-            "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "gated-hf"]}]}
+            "environments": [{"name": "gpu", "cluster": "gpu", "components": ["gpu", "gated-hf"]}]}
     for engine in AXES["gitops_engine"]:
         if not axis_pair_allowed("secrets_provider", "sops", "gitops_engine", engine):
-            out.append(Rejection(f"sops/{engine}", {**sops, "gitops_engine": engine}, "gitops_engine", "SOPS needs Flux"))
+            out.append(Rejection(f"sops/{engine}", {**sops, "gitops_engine": engine}, "gitops_engine",
+                                 "SOPS needs Flux", [["sops", "Flux"]]))
     return out
 
 
-def _rejected_cell(runtimes: tuple[str, ...], components: tuple[str, ...], why: str) -> Rejection:
+def _rejected_cell(runtimes: tuple[str, ...], components: tuple[str, ...], problems: list[str]) -> Rejection:
     storage = tuple(c for c in STORAGE_COMPONENTS if c in components and storage_runtime(c, runtimes))
     catalog_models, custom = models_for(runtimes, storage)
-    cell = Cell(runtimes, components)
+    def words(problem: str) -> list[str]:
+        rule = next(word for word in ("conflict", "requires", "acts on", "deploys nothing") if word in problem)
+        return [c for c in COMPONENTS if c in problem.split()] + [rule]
+
     return Rejection(
-        cell.id,
+        Cell(runtimes, components).id,
         {"runtimes": list(runtimes), "catalog_models": catalog_models, "custom_models": custom,
-         "environments": [{"name": "env", "cluster": "in-cluster", "components": list(components)}]},
+         "environments": [{"name": "env", "cluster": "env", "components": list(components)}]},
         "environments",
-        why,
+        "; ".join(problems),
+        [words(p) for p in problems],
     )
 
 
@@ -343,8 +380,9 @@ def _render_one(template: str, spec_answers: dict[str, Any], dst: str) -> float:
     return time.perf_counter() - start
 
 
-def _reject_one(template: str, answers: dict[str, Any], question: str) -> tuple[bool, str]:
-    """Run copier; True when it refused with a validation error naming `question`. Nothing may be written."""
+def _reject_one(template: str, answers: dict[str, Any], question: str, expect: list[list[str]]) -> tuple[bool, str]:
+    """Run copier; True when it refused in one line naming `question` and one of the `expect`ed reasons (all of
+    its words), writing nothing."""
     render.batch_mode()
     with tempfile.TemporaryDirectory(prefix="servingops-reject-") as tmp:
         dst = Path(tmp) / "repo"
@@ -354,6 +392,7 @@ def _reject_one(template: str, answers: dict[str, Any], question: str) -> tuple[
             message = str(exc)
             written = dst.exists()
             ok = f"question '{question}'" in message and "\n" not in message and not written
+            ok = ok and any(all(word in message for word in reason) for reason in expect)
             return ok, message + (" (and the destination was written)" if written else "")
         return False, "copier accepted the answers"
 
@@ -383,8 +422,8 @@ def overlay_digest(folder: Path, root: Path) -> str:
 def synced_overlays(repo: Path) -> list[Path]:
     """What a generated repo syncs: every environment layer overlay and every GitOps entry point."""
     found = sorted(p.parent for p in repo.glob("environments/*/*/kustomization.yaml"))
-    found += sorted(p.parent for p in repo.glob("clusters/*/kustomization.yaml"))
-    found += sorted(p.parent for p in repo.glob("clusters/*/*/kustomization.yaml"))
+    found += sorted(p.parent for p in repo.glob("clusters/argocd/kustomization.yaml"))
+    found += sorted(p.parent for p in repo.glob("clusters/flux/*/*/kustomization.yaml"))
     return found
 
 
@@ -445,7 +484,7 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
         pending = {
             processes.submit(_render_one, template, spec.answers(), str(workdir / spec.name)): spec for spec in renders
         }
-        reject_futures = {processes.submit(_reject_one, template, r.answers, r.question): r for r in rejects}
+        reject_futures = {processes.submit(_reject_one, template, r.answers, r.question, r.expect): r for r in rejects}
         for future in as_completed(pending):
             spec = pending[future]
             render_progress.step()
@@ -523,7 +562,8 @@ def _validate_and_collect(renders, report, outputs, digests, build_seconds, work
             env = spec.env_name(cell)
             result = CellResult(f"{cell.id}/{spec.axes.get('gitops_engine', 'argocd')}/{spec.name}", spec.name, env)
             mine = [repo / "environments" / env / "platform", repo / "environments" / env / "models",
-                    repo / "clusters" / "argocd", repo / "clusters" / "flux" / env]
+                    repo / "clusters" / "argocd"]
+            mine += [k.parent for k in (repo / "clusters" / "flux" / env).glob("*/kustomization.yaml")]
             for overlay in mine:
                 key = (spec.name, overlay)
                 if key not in outputs:

@@ -95,6 +95,8 @@ def batch_mode() -> None:
     if hasattr(yaml, "CSafeLoader"):
         yaml.safe_load = lambda stream: yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
     copier_main = sys.modules["copier._main"]
+    if not callable(getattr(copier_main, "is_git_available", None)):  # copier internals moved: say so, loudly
+        raise RuntimeError("copier._main.is_git_available is gone: update render.batch_mode for this copier")
     copier_main.is_git_available = lambda: False
 
 

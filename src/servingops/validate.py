@@ -89,7 +89,7 @@ class Report:
     def failures(self) -> list[str]:
         lines = [f"{t.target}: {t.message}" for t in self.targets if t.status == ERROR]
         lines += [f"{r.target}: {r.ref} ({r.api_version}): {r.message}" for r in self.resources if r.status != VALID]
-        return lines + (self.lint.lines() if self.lint is not None else [])
+        return lines + (self.lint.failures() if self.lint is not None else [])
 
     def summary(self) -> str:
         schema = (
@@ -178,25 +178,19 @@ def render_targets(targets: Sequence[Target], jobs: int) -> list[str | CommandEr
 
 
 def split_documents(text: str) -> list[tuple[dict, str]]:
-    """(parsed, source text) for each non-empty YAML document."""
+    """(parsed, source text) for each non-empty YAML document, cut at the parser's own document boundaries
+    (a `---` line inside a block scalar stays where it is)."""
     docs = []
-    for chunk in _yaml_chunks(text):
-        parsed = yaml.load(chunk, Loader=YAML_LOADER)
-        if parsed:
-            docs.append((parsed, chunk))
+    loader = YAML_LOADER(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            parsed = loader.construct_document(node)
+            if parsed:
+                docs.append((parsed, text[node.start_mark.index : node.end_mark.index]))
+    finally:
+        loader.dispose()
     return docs
-
-
-def _yaml_chunks(text: str) -> list[str]:
-    chunks, current = [], []
-    for line in text.splitlines(keepends=True):
-        if line.rstrip() == "---" or line.startswith("--- "):
-            chunks.append("".join(current))
-            current = []
-        else:
-            current.append(line)
-    chunks.append("".join(current))
-    return [c for c in chunks if c.strip()]
 
 
 # --- validating ---------------------------------------------------------------------------------------
@@ -327,6 +321,17 @@ def validate(
 
         report.lint = lint_module.lint_built(built, jobs=jobs)
     return report
+
+
+def print_report(report, output: str) -> int:
+    """Print a validate or lint report (one line per failure and the summary, or JSON); the exit status."""
+    if output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.failures():
+            print(line)
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 def display_path(path: Path) -> str:
