@@ -37,7 +37,7 @@ fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 example
 	@mkdir -p build
 	@set -o pipefail; HYPOTHESIS_PROFILE=long $(BIN)/pytest -n 2 --hypothesis-show-statistics \
 		tests/test_hostile_strings.py 2>&1 | tee build/fuzz-long.log; status=$$?; \
-	awk '/ passing, .* failing/ {n = $$2 + $$4; p += $$2; f += $$4} /%, rendered$$/ {r += $$2 * n / 100} \
+	awk '/ passing, .* failing/ {n = $$2 + $$4 + $$7; p += $$2; f += $$4} /%, rendered$$/ {r += $$2 * n / 100} \
 		END {printf "fuzz-long: %d examples (%d rendered and validated, the rest refused), %d failing; log: build/fuzz-long.log\n", \
 		p + f, r + 0.5, f}' build/fuzz-long.log; exit $$status
 

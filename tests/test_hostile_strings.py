@@ -97,9 +97,9 @@ core = st.one_of(
               st.integers(200, 5000)),
 )
 # Leading/trailing blanks now and then.
-hostile = st.tuples(st.sampled_from(["", "", "", "", " ", "\t"]), core, st.sampled_from(["", "", "", "", " ", "  "])).map(
-    "".join
-)
+hostile = st.tuples(
+    st.sampled_from(["", "", "", "", " ", "\t"]), core, st.sampled_from(["", "", "", "", " ", "  "])
+).map("".join)
 
 # --- where each answer goes ------------------------------------------------------------------------------
 
@@ -215,7 +215,8 @@ TARGETS: list[Target] = [question_target(name) for name in FREE_TEXT] + [
     Target("environments.name", "environments", lambda v: {**SMALL_LLAMACPP, "environments": [{**ENV, "name": v}]},
            lambda v: v, "environments/*/models/kustomization.yaml"),
     Target("environments.cluster", "environments",
-           lambda v: {**SMALL_LLAMACPP, "environments": [{**ENV, "cluster": v}]}, lambda v: v, "clusters/argocd/*.yaml"),
+           lambda v: {**SMALL_LLAMACPP, "environments": [{**ENV, "cluster": v}]}, lambda v: v,
+           "clusters/argocd/*.yaml"),
     Target("s3_service_account_annotations.value", "s3_service_account_annotations",
            lambda v: {**KEYLESS, "s3_service_account_annotations": {"eks.amazonaws.com/role-arn": v}}, lambda v: v,
            "components/s3/*.yaml", plain="arn:aws:iam::123456789012:role/plain"),
@@ -347,7 +348,9 @@ def test_plain_value_is_accepted_and_used(copy, target):
 @SETTINGS
 @given(value=hostile)
 @example(value="a: b # c {{ x }} {% if %} ${y} & *z | >")
-@example(value="yes")
+@example(value="yes")  # env names are values: PyYAML reads a plain yes as true
+@example(value="true")  # kustomize reads a quoted "true" key as a boolean
+@example(value="<<")  # kustomize writes it unquoted: PyYAML reads a merge key
 @example(value="é😀\u200f\u0301 \"q\" 's' 中文")
 def test_hostile_string_is_refused_or_renders_valid_yaml(copy, target, value):
     event(run(copy, target, value))  # the statistics show how many were refused and how many rendered

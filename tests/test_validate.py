@@ -201,3 +201,9 @@ def test_a_schema_that_needs_the_network_fails_loudly(tmp_path):
     store = Store(tmp_path, "1.33.0", 1, rebuilt=False)
     [verdict] = kubeconform_verdicts(["apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"], store)
     assert verdict.status == ERROR and "no schema for example.com/v1 Widget" in verdict.message
+
+
+def test_plain_scalars_read_as_kubernetes_reads_them():
+    # kustomize writes `<<` and `=` unquoted; PyYAML's defaults would make a merge key / value tag of them.
+    [(doc, _)] = split_documents("args:\n- <<\n- =\n- 0x_\n- 0x1F\nk: <<\n")
+    assert doc == {"args": ["<<", "=", "0x_", 31], "k": "<<"}

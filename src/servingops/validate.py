@@ -26,7 +26,25 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 # Offline runs point kubeconform's proxies at a closed port: anything it tried to fetch would fail loudly.
 CLOSED_PROXY = "http://127.0.0.1:9"
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class KubernetesYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader, reading plain scalars the way Kubernetes' YAML does: `<<` and `=` are text, not a
+    merge key or a value tag (kustomize writes them unquoted), and a malformed number stays text."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers
+                if tag not in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # `0x_` matches YAML 1.1's int pattern but is no number
+            return self.construct_scalar(node)
+
+
+KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:int", KubernetesYamlLoader.construct_yaml_int)
+YAML_LOADER = KubernetesYamlLoader
 VALID, INVALID, ERROR = "valid", "invalid", "error"
 
 
