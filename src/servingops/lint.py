@@ -23,7 +23,7 @@ import yaml
 from .errors import CommandError, InputError
 from .validate import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
-    print_report, render_targets, split_documents,
+    kustomization_refs, print_report, render_targets, split_documents,
 )
 
 SETTINGS_FILE = ".servingops.yaml"
@@ -196,10 +196,7 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
 def _includes(folder: Path, seen: set[Path] | None = None) -> set[Path]:
     """Kustomization folders `folder` builds in as resources, transitively."""
     seen = set() if seen is None else seen
-    own = kustomization_file(folder)
-    docs = _load_all(own) if own is not None else []
-    for entry in list(docs[0].get("resources") or []) + list(docs[0].get("bases") or []) if docs else []:
-        path = (folder / str(entry)).resolve()
+    for path in kustomization_refs(folder, ("resources", "bases")):
         if path not in seen and path.is_dir() and kustomization_file(path):
             seen.add(path)
             _includes(path, seen)

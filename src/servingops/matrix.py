@@ -36,7 +36,7 @@ from . import render
 from .errors import CommandError, ServingOpsError
 from .schemas import DEFAULT_STORE, build_store
 from .validate import (
-    INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_file, kustomize_build, split_documents,
+    INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_refs, kustomize_build, split_documents,
 )
 
 # --- the catalog's combinations ------------------------------------------------------------------------
@@ -411,11 +411,7 @@ def overlay_digest(folder: Path, root: Path) -> str:
             digest.update(f"{current.relative_to(root)}\0".encode() + current.read_bytes())
             continue
         todo.extend(p for p in current.iterdir() if p.is_file())
-        if (kfile := kustomization_file(current)) is not None:
-            spec = yaml.safe_load(kfile.read_text()) or {}
-            refs = list(spec.get("resources") or []) + list(spec.get("components") or [])
-            refs += [p["path"] for p in spec.get("patches") or [] if isinstance(p, dict) and "path" in p]
-            todo.extend((current / ref).resolve() for ref in refs)
+        todo.extend(kustomization_refs(current))
     return digest.hexdigest()
 
 

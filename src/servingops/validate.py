@@ -137,6 +137,20 @@ def kustomization_file(folder: Path) -> Path | None:
     return next((folder / n for n in KUSTOMIZATION_FILES if (folder / n).is_file()), None)
 
 
+def kustomization_refs(folder: Path, fields: Sequence[str] = ("resources", "bases", "components", "patches")) -> list[Path]:
+    """The paths the kustomization in `folder` names under `fields` (a patch by its `path`), resolved.
+    No kustomization, or one that is not valid YAML (kustomize reports that), names nothing."""
+    kfile = kustomization_file(folder)
+    try:
+        spec = yaml.load(kfile.read_text(), Loader=YAML_LOADER) if kfile else None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        spec = None
+    if not isinstance(spec, dict):
+        return []
+    entries = [e.get("path") if isinstance(e, dict) else e for name in fields for e in spec.get(name) or []]
+    return [(folder / e).resolve() for e in entries if isinstance(e, str)]
+
+
 def is_component(kustomization: Path) -> bool:
     try:
         doc = yaml.load(kustomization.read_text(), Loader=YAML_LOADER) or {}
