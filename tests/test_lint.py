@@ -297,3 +297,20 @@ def test_cli_bad_settings_is_one_line_error(tmp_path, capsys):
     assert main(["lint", str(repo)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key lint.externalSecretz" in err
+
+
+def test_cli_lists_the_catalogue(capsys):
+    assert main(["lint", "--list-rules"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(lint.RULES)
+    assert all(rule.why in line for rule, line in zip(lint.RULES.values(), lines))
+    assert main(["lint"]) == 1
+    assert "lint needs a PATH" in capsys.readouterr().err
+
+
+def test_lint_and_validate_import_no_circle():
+    # build <- lint <- validate: lint stands on build alone, so importing it first works and pulls no validate.
+    import subprocess
+    import sys
+    code = "import sys, servingops.lint; assert 'servingops.validate' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

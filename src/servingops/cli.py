@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, helm_import, lint, matrix, render, schemas, tools, validate
+from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
 
@@ -73,7 +74,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         lint=not args.no_lint,
     )
-    return validate.print_report(report, args.output)
+    return print_report(report, args.output)
 
 
 def print_tree(root: Path, prefix: str = "") -> None:
@@ -142,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")
     check.add_argument("--no-lint", action="store_true", help="skip servingops lint (the cross-object checks)")
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
-    check.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
+    check.add_argument("--jobs", type=int, default=default_jobs(), help="parallel builds (default: %(default)s)")
     check.set_defaults(func=cmd_validate)
 
     demo = verbs.add_parser("demo", help="generate a repo from the default answers and validate every overlay")
     demo.add_argument("--out", type=Path, default=Path("build/demo"), help="where to generate (default: %(default)s; replaced)")
-    demo.add_argument("--jobs", type=int, default=validate.default_jobs(), help="parallel builds (default: %(default)s)")
+    demo.add_argument("--jobs", type=int, default=default_jobs(), help="parallel builds (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
 
     # Verbs owned by their modules: each registers its parser and sets `func`.

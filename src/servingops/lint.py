@@ -3,7 +3,26 @@
 References are resolved across everything one environment deploys (see `environment_groups`), not only inside
 one kustomization: the models layer's InferenceServices find their runtimes, PriorityClasses and namespace in
 the platform layer and their Secrets in the secrets layer. Each finding names the overlay, the resource and a
-stable rule id (RULES), with a one-line fix.
+stable rule id, with a one-line fix.
+
+The rules are a catalogue (`RULES`, printed by `servingops lint --list-rules`): each is a small named unit, a
+function that takes one `Environment` (everything one environment deploys, with lookups: `kind()`, `pods()`,
+`containers()`, `runtime()`, `secret_names()`, `settings`) and yields `Finding`s.
+
+How to add a rule:
+1. Write a function in the catalogue section below (next to the rules it resembles) and register it:
+
+       @rule("my-rule", "one line: what must hold, and why it matters on a cluster")
+       def my_rule(env: Environment) -> Iterator[Finding]:
+           for res in env.kind("InferenceService"):
+               if ...:
+                   yield res.finding("my-rule", "what is wrong: the fix")   # one line, fix after a colon
+
+   The id is stable (users see it in findings); keep the check to the one thing the id names.
+2. Add tests/fixtures/lint/my-rule/good/kustomization.yaml (lints clean) and .../bad/kustomization.yaml (fails
+   this rule only); both usually build on ../../_base. Add the bad fixture's expected findings to BAD in
+   tests/test_lint.py. tests/test_lint.py refuses a rule without both fixtures.
+3. The default answers, every example and the matrix must still lint clean (they run lint).
 
 Repository settings live in `.servingops.yaml` at the generated repo's root (the nearest folder above a PATH
 that holds one): `lint: {externalSecrets: [names]}` lists Secrets that are created outside Git.
@@ -14,44 +33,21 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .errors import CommandError, InputError
-from .validate import (
+from .build import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
     kustomization_refs, print_report, render_targets, split_documents,
 )
+from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
 # Every key .servingops.yaml may hold; anything else is a typo and an error.
 SETTINGS_KEYS = {"lint": {"externalSecrets"}}
-
-RULES = {
-    "build": "the overlay builds with kustomize",
-    "ref-runtime": "InferenceService runtime -> a (Cluster)ServingRuntime supporting its model format",
-    "ref-service-account": "serviceAccountName -> a ServiceAccount in the same namespace",
-    "ref-secret": "Secret references -> a Secret, ExternalSecret, SealedSecret, SOPS file or externalSecrets entry",
-    "ref-priority-class": "priorityClassName -> a PriorityClass",
-    "ref-inference-pool": "HTTPRoute backendRef of kind InferencePool -> an InferencePool",
-    "pool-no-match": "an InferencePool selects at least one InferenceService's pods",
-    "pool-non-vllm": "an InferencePool selects only vLLM model servers",
-    "gpu-limit": "nvidia.com/gpu requests == limits",
-    "gpu-toleration": "a pod using GPUs tolerates the nvidia.com/gpu NoSchedule taint",
-    "gpu-tensor-parallel": "vLLM tensor x pipeline parallel size == nvidia.com/gpu",
-    "gpu-on-cpu": "no GPUs on CPU models or in CPU-only environments",
-    "resources": "every container has cpu and memory requests and limits",
-    "image-pinned": "every image has a tag other than latest, or a digest",
-    "secret-plaintext": "no Secret with plaintext data/stringData anywhere in the repo (SOPS files excepted)",
-    "host-path": "no hostPath volumes",
-    "privileged": "no privileged containers",
-    "privilege-escalation": "no allowPrivilegeEscalation: true",
-    "ns-pod-security": "the models' namespace enforces a Pod Security Admission level",
-    "ns-network-policy": "the models' namespace has a default NetworkPolicy admitting only listed sources",
-}
 
 GPU = "nvidia.com/gpu"
 KSERVE = "serving.kserve.io"
@@ -68,6 +64,31 @@ POD_TEMPLATE_PATHS = {  # workload kind -> path to its pod spec
     "Job": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
+
+
+# --- the catalogue's unit -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str  # stable, shown in every finding: [id]
+    why: str  # one line: what must hold
+    check: Callable[["Environment"], Iterable["Finding"]]
+
+
+RULES: dict[str, Rule] = {}  # id -> rule, in catalogue order (the order findings come in)
+
+
+def rule(rule_id: str, why: str) -> Callable:
+    """Register the decorated `check(env) -> findings` as rule `rule_id` of the catalogue."""
+
+    def register(check: Callable[["Environment"], Iterable["Finding"]]) -> Callable:
+        if rule_id in RULES:
+            raise ValueError(f"lint rule {rule_id} is registered twice")
+        RULES[rule_id] = Rule(rule_id, why, check)
+        return check
+
+    return register
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -246,10 +267,11 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
     findings: list[Finding] = []
     seen: set[str] = set()  # plaintext Secrets already reported from a build
     for root, members in groups:
-        findings += [Finding(units[m].label, "kustomization", "build", units[m].error)
-                     for m in members if units[m].error]
-        docs = [_Res(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
-        findings += _Group(docs, load_settings(root)).lint()
+        docs = [Resource(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
+        errors = [(units[m].label, units[m].error) for m in members if units[m].error]
+        env = Environment(docs, load_settings(root), errors)
+        for unit in RULES.values():
+            findings += unit.check(env)
         seen |= {r.name for r in docs if _plaintext_secret(r)}
     # Plaintext Secrets anywhere in the repo (no repo: the overlay's own folder), not only in what is deployed.
     scan_roots = {root or path for path, root in roots.items()}
@@ -258,7 +280,7 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
             continue
         for file in [scan_root] if scan_root.is_file() else _yaml_files(scan_root):
             for doc in _load_all(file):
-                res = _Res(display_path(file), doc)
+                res = Resource(display_path(file), doc)
                 if res.name not in seen:
                     findings += _plaintext_secret(res)
     report.findings = list(dict.fromkeys(findings))
@@ -345,7 +367,7 @@ def _get(obj, *keys, default=None):
 
 
 @dataclass
-class _Res:
+class Resource:
     overlay: str
     obj: dict
 
@@ -384,26 +406,30 @@ def _same_ns(a: str, b: str) -> bool:
 
 
 @dataclass
-class _Container:
+class Container:
     where: str  # for messages: "container kserve-container", "model"
     spec: dict
     resources: dict
     args: list
     image: str
 
+    @property
+    def gpus(self) -> int:
+        return _gpus(self.resources, "limits") or _gpus(self.resources, "requests")
+
 
 @dataclass
-class _Pod:
+class Pod:
     """A pod as it will run: containers with the runtime merged into an InferenceService's model."""
 
-    res: _Res
+    res: Resource
     spec: dict
-    containers: list[_Container]
+    containers: list[Container]
     tolerations: list
     affinity: dict
     is_template: bool = False  # a ServingRuntime: its pods are the InferenceServices' pods
     component: str = ""  # predictor, transformer or explainer of an InferenceService
-    model: _Container | None = None
+    model: Container | None = None
 
 
 def _merge_resources(base: dict, over: dict) -> dict:
@@ -415,12 +441,12 @@ def _merge_resources(base: dict, over: dict) -> dict:
     return merged
 
 
-def _containers(spec: dict, prefix: str = "") -> list[_Container]:
+def _containers(spec: dict, prefix: str = "") -> list[Container]:
     found = []
     for key in ("initContainers", "containers"):
         for c in _get(spec, key, default=[]) or []:
             if isinstance(c, dict):
-                found.append(_Container(
+                found.append(Container(
                     f"{prefix}{'init container' if key == 'initContainers' else 'container'} {c.get('name', '?')}",
                     c, _get(c, "resources", default={}), list(c.get("args") or []), str(c.get("image") or ""),
                 ))
@@ -448,31 +474,30 @@ def _flag(args: list, *names: str) -> str | None:
     return value
 
 
-def _is_vllm(container: _Container) -> bool:
+def _is_vllm(container: Container) -> bool:
     """vLLM serves this container: its args (runtime's + model's) say `--backend=vllm` (KServe's huggingfaceserver;
     its automatic backend choice is not guessed) or its image is vllm-openai (vllm/vllm-openai)."""
     repository = re.split(r"[@:]", container.image.rsplit("/", 1)[-1])[0]
     return _flag(container.args, "--backend") == "vllm" or repository == "vllm-openai"
 
 
-class _Group:
-    """Everything one environment deploys, and the rules that need all of it."""
+class Environment:
+    """Everything one environment deploys (or one overlay on its own), with the lookups rules share."""
 
-    def __init__(self, docs: list[_Res], settings: Settings):
+    def __init__(self, docs: list[Resource], settings: Settings, build_errors: Sequence[tuple[str, str]] = ()):
         self.docs = docs
         self.settings = settings
-        self._pods: list[_Pod] | None = None
-        self.by_kind: dict[str, list[_Res]] = {}
+        self.build_errors = list(build_errors)  # (overlay, error) of the members that did not build
+        self._pods: list[Pod] | None = None
+        self.by_kind: dict[str, list[Resource]] = {}
         for res in docs:
             self.by_kind.setdefault(res.kind, []).append(res)
 
-    def kind(self, kind: str, namespace: str | None = None) -> list[_Res]:
+    def kind(self, kind: str, namespace: str | None = None) -> list[Resource]:
         found = self.by_kind.get(kind, [])
         return found if namespace is None else [r for r in found if _same_ns(r.namespace, namespace)]
 
-    # -- lookups
-
-    def runtime(self, isvc: _Res) -> _Res | None:
+    def runtime(self, isvc: Resource) -> Resource | None:
         name = _get(isvc.obj, "spec", "predictor", "model", "runtime")
         if not name:
             return None
@@ -488,25 +513,37 @@ class _Group:
         }
         return names
 
-    def pods(self) -> list[_Pod]:
+    @property
+    def cpu_only(self) -> bool:
+        """The cpu component's placement on the InferenceServices: a CPU-only environment."""
+        return any(_avoids_gpus(p) for p in self.pods() if p.res.kind == "InferenceService")
+
+    def pods(self) -> list[Pod]:
+        """Every pod spec: workloads, InferenceService components (model merged into its runtime) and
+        (Cluster)ServingRuntimes as templates."""
         if self._pods is None:
             self._pods = list(self._all_pods())
         return self._pods
 
-    def _all_pods(self) -> Iterator[_Pod]:
+    def containers(self) -> Iterator[tuple[Pod, Container]]:
+        for pod in self.pods():
+            for container in pod.containers:
+                yield pod, container
+
+    def _all_pods(self) -> Iterator[Pod]:
         for res in self.docs:
             spec = res.obj.get("spec") if isinstance(res.obj.get("spec"), dict) else {}
             if res.kind in ("ServingRuntime", "ClusterServingRuntime") and res.group == KSERVE:
-                yield _Pod(res, spec, _containers(spec), spec.get("tolerations") or [], spec.get("affinity") or {},
-                           is_template=True)
+                yield Pod(res, spec, _containers(spec), spec.get("tolerations") or [], spec.get("affinity") or {},
+                          is_template=True)
             elif res.kind == "InferenceService" and res.group == KSERVE:
                 yield from self._isvc_pods(res, spec)
             elif res.kind in POD_TEMPLATE_PATHS:
                 pod = _get(res.obj, *POD_TEMPLATE_PATHS[res.kind], default={})
                 if isinstance(pod, dict):
-                    yield _Pod(res, pod, _containers(pod), pod.get("tolerations") or [], pod.get("affinity") or {})
+                    yield Pod(res, pod, _containers(pod), pod.get("tolerations") or [], pod.get("affinity") or {})
 
-    def _isvc_pods(self, res: _Res, spec: dict) -> Iterator[_Pod]:
+    def _isvc_pods(self, res: Resource, spec: dict) -> Iterator[Pod]:
         for component in ("predictor", "transformer", "explainer"):
             pod = spec.get(component)
             if not isinstance(pod, dict):
@@ -527,7 +564,7 @@ class _Group:
                     affinity = affinity or rspec.get("affinity") or {}
                 # KServe merges the model into the runtime's container: model args appended, resources per key.
                 # The runtime's own fields (image, env, securityContext) are checked on the runtime itself.
-                model = _Container(
+                model = Container(
                     "model",
                     spec_model,
                     _merge_resources(_get(base, "resources", default={}), _get(spec_model, "resources", default={})),
@@ -535,233 +572,329 @@ class _Group:
                     str(spec_model.get("image") or base.get("image") or ""),
                 )
                 containers.insert(0, model)
-            yield _Pod(res, pod, containers, tolerations, affinity, component=component, model=model)
+            yield Pod(res, pod, containers, tolerations, affinity, component=component, model=model)
 
-    # -- rules
 
-    def lint(self) -> list[Finding]:
-        findings: list[Finding] = []
-        cpu_only = any(self._avoids_gpus(p) for p in self.pods() if p.res.kind == "InferenceService")
-        for pod in self.pods():
-            findings += self._pod_rules(pod, cpu_only)
-        for isvc in self.kind("InferenceService"):
-            findings += self._runtime_rule(isvc)
-        for sa in self.kind("ServiceAccount"):
-            listed = list(sa.obj.get("secrets") or []) + list(sa.obj.get("imagePullSecrets") or [])
-            names = [s.get("name") for s in listed if isinstance(s, dict)]
-            findings += self._secret_refs(sa, [n for n in names if n])
-        findings += self._route_rules()
-        findings += self._pool_rules()
-        findings += self._namespace_rules()
-        for res in self.docs:
-            findings += _plaintext_secret(res)
-        return findings
+# --- the catalogue: build and references --------------------------------------------------------------
 
-    def _pod_rules(self, pod: _Pod, cpu_only: bool) -> list[Finding]:
-        res, spec, out = pod.res, pod.spec, []
-        for volume in spec.get("volumes") or []:
-            if isinstance(volume, dict) and "hostPath" in volume:
-                out.append(res.finding("host-path", f"volume {volume.get('name')} is a hostPath: use a PVC, "
-                                       "emptyDir or the model's storageUri instead"))
-        sa = spec.get("serviceAccountName")
-        if sa and sa != "default" and not any(s.name == sa for s in self.kind("ServiceAccount", res.namespace)):
-            out.append(res.finding("ref-service-account", f"serviceAccountName {sa} is not deployed with this "
-                                   f"environment: add ServiceAccount {sa} or fix serviceAccountName"))
-        pc = spec.get("priorityClassName")
-        if pc and pc not in BUILTIN_PRIORITY_CLASSES and not any(p.name == pc for p in self.kind("PriorityClass")):
-            out.append(res.finding("ref-priority-class", f"priorityClassName {pc} is not deployed with this "
-                                   f"environment: add PriorityClass {pc} to the platform layer or fix the name"))
-        secret_refs = [s.get("name") for s in spec.get("imagePullSecrets") or [] if isinstance(s, dict)]
-        for volume in spec.get("volumes") or []:
-            if not isinstance(volume, dict):
-                continue
-            if _get(volume, "secret", "optional") is not True:
-                secret_refs.append(_get(volume, "secret", "secretName"))
-            for source in _get(volume, "projected", "sources", default=[]) or []:
-                if _get(source, "secret", "optional") is not True:
-                    secret_refs.append(_get(source, "secret", "name"))
-        for c in pod.containers:
-            for env in c.spec.get("env") or []:
-                ref = _get(env, "valueFrom", "secretKeyRef", default={})
-                if ref.get("name") and ref.get("optional") is not True:
-                    secret_refs.append(ref["name"])
-            for env in c.spec.get("envFrom") or []:
-                ref = _get(env, "secretRef", default={})
-                if ref.get("name") and ref.get("optional") is not True:
-                    secret_refs.append(ref["name"])
-            out += self._container_rules(pod, c, cpu_only)
-        out += self._secret_refs(res, [r for r in secret_refs if r])
-        return out
 
-    def _container_rules(self, pod: _Pod, c: _Container, cpu_only: bool) -> list[Finding]:
-        res, out = pod.res, []
-        missing = [f"{k}.{r}" for k in ("requests", "limits") for r in ("cpu", "memory") if not _get(c.resources, k, r)]
-        if missing:
-            out.append(res.finding("resources", f"{c.where} has no {', '.join(missing)}: set cpu and memory "
-                                   "requests and limits"))
-        image = c.spec.get("image")
-        if image and not _pinned(str(image)):
-            out.append(res.finding("image-pinned", f"{c.where} image {image} is not pinned: use a version tag "
-                                   "(not latest) or a @sha256: digest"))
-        security = c.spec.get("securityContext") or {}
-        if security.get("privileged") is True:
-            out.append(res.finding("privileged", f"{c.where} is privileged: remove securityContext.privileged"))
-        if security.get("allowPrivilegeEscalation") is True:
-            out.append(res.finding("privilege-escalation", f"{c.where} sets allowPrivilegeEscalation: true: set "
-                                   "it to false"))
-        requested, limited = _gpus(c.resources, "requests"), _gpus(c.resources, "limits")
-        if requested and requested != limited:
-            out.append(res.finding("gpu-limit", f"{c.where} requests {requested} {GPU} but its limit is {limited}: "
-                                   f"set resources.limits.{GPU} to {requested}"))
-        gpus = limited or requested
-        if pod.is_template:
-            return out  # tolerations, placement and parallelism belong to the InferenceServices using it
-        if gpus and not any(_tolerates_gpu(t) for t in pod.tolerations):
-            out.append(res.finding("gpu-toleration", f"{c.where} uses {GPU} but the pod does not tolerate the "
-                                   f"{GPU} NoSchedule taint: select the gpu component or add the toleration"))
-        if gpus and (res.labels.get("model-serving.io/accelerator") == "cpu" or cpu_only):
-            why = "is labelled model-serving.io/accelerator=cpu" if res.labels.get(
-                "model-serving.io/accelerator") == "cpu" else "is in a CPU-only environment (cpu component)"
-            out.append(res.finding("gpu-on-cpu", f"{c.where} requests {gpus} {GPU} but {why}: drop the GPUs or "
-                                   "deploy it to a GPU environment"))
-        if c is pod.model and _is_vllm(c):
-            tp = _flag(c.args, "--tensor-parallel-size", "--tensor_parallel_size", "-tp") or "1"
-            pp = _flag(c.args, "--pipeline-parallel-size", "--pipeline_parallel_size", "-pp") or "1"
-            try:
-                wanted = int(tp) * int(pp)
-            except ValueError:
-                wanted = -1
-            if wanted != gpus:
-                size = f"--tensor-parallel-size {tp}" + (f" x --pipeline-parallel-size {pp}" if pp != "1" else "")
-                out.append(res.finding("gpu-tensor-parallel", f"vLLM {size} does not use its {gpus} {GPU}: set "
-                                       "--tensor-parallel-size (x pipeline parallel size) to the GPU limit"))
-        return out
+@rule("build", "the overlay builds with kustomize")
+def build_rule(env: Environment) -> Iterator[Finding]:
+    for overlay, error in env.build_errors:
+        yield Finding(overlay, "kustomization", "build", error)
 
-    def _avoids_gpus(self, pod: _Pod) -> bool:
-        """The cpu component's placement: required node affinity `nvidia.com/gpu.present DoesNotExist`."""
-        terms = _get(pod.affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
-                     "nodeSelectorTerms", default=[]) or []
-        return any(
-            _get(e, "key") == "nvidia.com/gpu.present" and _get(e, "operator") == "DoesNotExist"
-            for t in terms if isinstance(t, dict) for e in t.get("matchExpressions") or []
-        )
 
-    def _secret_refs(self, res: _Res, names: list[str]) -> list[Finding]:
-        known = self.secret_names(res.namespace)
-        return [
-            res.finding("ref-secret", f"Secret {name} is not created by this environment: add it to the secrets "
-                        f"layer (SealedSecret, SOPS file or ExternalSecret) or list it under lint.externalSecrets "
-                        f"in {SETTINGS_FILE}")
-            for name in dict.fromkeys(names) if name not in known
-        ]
-
-    def _runtime_rule(self, isvc: _Res) -> list[Finding]:
+@rule("ref-runtime", "InferenceService runtime -> a (Cluster)ServingRuntime supporting its model format")
+def ref_runtime(env: Environment) -> Iterator[Finding]:
+    for isvc in env.kind("InferenceService"):
         model = _get(isvc.obj, "spec", "predictor", "model")
         if not isinstance(model, dict):
-            return []
+            continue
         fmt = str(_get(model, "modelFormat", "name", default=""))
         name = model.get("runtime")
-        runtimes = self.kind("ServingRuntime", isvc.namespace) + self.kind("ClusterServingRuntime")
-
-        def supports(rt: _Res, auto: bool = False) -> bool:
-            return any(
-                str(f.get("name", "")).lower() == fmt.lower() and (not auto or f.get("autoSelect") is True)
-                for f in _get(rt.obj, "spec", "supportedModelFormats", default=[]) or [] if isinstance(f, dict)
-            )
-
+        runtimes = env.kind("ServingRuntime", isvc.namespace) + env.kind("ClusterServingRuntime")
         if not name:
-            if not any(supports(r, auto=True) for r in runtimes if not _get(r.obj, "spec", "disabled")):
-                return [isvc.finding("ref-runtime", f"no runtime in this environment auto-selects model format "
-                                     f"{fmt or '(none)'}: set spec.predictor.model.runtime to a deployed runtime")]
-            return []
-        runtime = self.runtime(isvc)
+            if not any(_supports(r, fmt, auto=True) for r in runtimes if not _get(r.obj, "spec", "disabled")):
+                yield isvc.finding("ref-runtime", f"no runtime in this environment auto-selects model format "
+                                   f"{fmt or '(none)'}: set spec.predictor.model.runtime to a deployed runtime")
+            continue
+        runtime = env.runtime(isvc)
         if runtime is None:
-            return [isvc.finding("ref-runtime", f"runtime {name} is not deployed with this environment: add "
-                                 f"ClusterServingRuntime {name} to its platform layer or fix the runtime name")]
-        if _get(runtime.obj, "spec", "disabled") is True:
-            return [isvc.finding("ref-runtime", f"runtime {name} is disabled: enable it or choose another runtime")]
-        if not supports(runtime):
+            yield isvc.finding("ref-runtime", f"runtime {name} is not deployed with this environment: add "
+                               f"ClusterServingRuntime {name} to its platform layer or fix the runtime name")
+        elif _get(runtime.obj, "spec", "disabled") is True:
+            yield isvc.finding("ref-runtime", f"runtime {name} is disabled: enable it or choose another runtime")
+        elif not _supports(runtime, fmt):
             formats = [str(f.get("name")) for f in _get(runtime.obj, "spec", "supportedModelFormats", default=[]) or []
                        if isinstance(f, dict)]
-            return [isvc.finding("ref-runtime", f"runtime {name} does not support model format {fmt or '(none)'} "
-                                 f"(it supports {', '.join(formats) or 'none'}): fix modelFormat.name or the runtime")]
-        return []
-
-    def _route_rules(self) -> list[Finding]:
-        out = []
-        for route in self.kind("HTTPRoute"):
-            for rule in _get(route.obj, "spec", "rules", default=[]) or []:
-                for ref in _get(rule, "backendRefs", default=[]) or []:
-                    if not isinstance(ref, dict) or ref.get("kind") != "InferencePool":
-                        continue
-                    group, name = str(ref.get("group") or ""), ref.get("name")
-                    ns = ref.get("namespace") or route.namespace
-                    if not any(p.name == name and p.group == group for p in self.kind("InferencePool", ns)):
-                        out.append(route.finding("ref-inference-pool", f"backendRef InferencePool {name} (group "
-                                                 f"{group or 'core'}) is not deployed with this environment: add the "
-                                                 "InferencePool (inference-pool component) or fix the backendRef"))
-        return out
-
-    def _pool_rules(self) -> list[Finding]:
-        servers = []  # (namespace, name, pod labels, is vLLM) of each InferenceService's predictor pods
-        for pod in self.pods():
-            if pod.component == "predictor":
-                labels = {**pod.res.labels, **(pod.spec.get("labels") or {}),
-                          ISVC_LABEL: pod.res.name, "component": "predictor"}
-                servers.append((pod.res.namespace, pod.res.name, labels,
-                                pod.model is not None and _is_vllm(pod.model)))
-        out = []
-        for pool in self.kind("InferencePool"):
-            selector = _get(pool.obj, "spec", "selector", default={})
-            if pool.group == "inference.networking.k8s.io":
-                selector = _get(selector, "matchLabels", default={})
-            selector = {str(k): str(v) for k, v in (selector or {}).items()} if isinstance(selector, dict) else {}
-            shown = ",".join(f"{k}={v}" for k, v in selector.items()) or "(empty)"
-            matched = [
-                (name, vllm) for ns, name, labels, vllm in servers
-                if _same_ns(ns, pool.namespace) and all(str(labels.get(k, "\0")) == v for k, v in selector.items())
-            ]
-            if not matched:
-                out.append(pool.finding("pool-no-match", f"selector {shown} selects no InferenceService's pods: "
-                                        f"select one with {ISVC_LABEL}: <name>, or drop the pool"))
-            others = [name for name, vllm in matched if not vllm]
-            if others:
-                out.append(pool.finding("pool-non-vllm", f"selector {shown} also selects non-vLLM model servers "
-                                        f"({', '.join(others)}): narrow the selector to vLLM InferenceServices"))
-        return out
-
-    def _namespace_rules(self) -> list[Finding]:
-        out = []
-        first: dict[str, _Res] = {}
-        for isvc in self.kind("InferenceService"):
-            first.setdefault(isvc.namespace, isvc)
-        for ns, isvc in sorted(first.items()):
-            namespaces = [n for n in self.kind("Namespace") if _same_ns(n.name, ns)]
-            shown = ns or "(unset)"
-            if not namespaces:
-                out.append(isvc.finding("ns-pod-security", f"namespace {shown} is not deployed with this "
-                                        "environment: add the Namespace with label pod-security.kubernetes.io/enforce"))
-            for namespace in namespaces:
-                level = namespace.labels.get("pod-security.kubernetes.io/enforce")
-                if level not in ("baseline", "restricted"):
-                    out.append(namespace.finding("ns-pod-security", f"pod-security.kubernetes.io/enforce is "
-                                                 f"{level or 'unset'}: label the namespace "
-                                                 "pod-security.kubernetes.io/enforce=baseline (or restricted)"))
-            policies = self.kind("NetworkPolicy", ns)
-            if not any(_selects_all(p) and "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) for p in policies):
-                owner = namespaces[0] if namespaces else isvc
-                out.append(owner.finding("ns-network-policy", f"namespace {shown} has no NetworkPolicy with "
-                                         "podSelector {} and policyTypes [Ingress]: add one admitting only the "
-                                         "gateway, Knative and monitoring namespaces"))
-            for policy in policies:
-                for number, rule in enumerate(_get(policy.obj, "spec", "ingress", default=[]) or []):
-                    if _admits_anyone(rule):
-                        out.append(policy.finding("ns-network-policy", f"ingress rule {number} admits traffic from "
-                                                  "anywhere: list the allowed sources under `from`"))
-        return out
+            yield isvc.finding("ref-runtime", f"runtime {name} does not support model format {fmt or '(none)'} "
+                               f"(it supports {', '.join(formats) or 'none'}): fix modelFormat.name or the runtime")
 
 
-def _selects_all(policy: _Res) -> bool:
+@rule("ref-service-account", "serviceAccountName -> a ServiceAccount in the same namespace")
+def ref_service_account(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        sa, res = pod.spec.get("serviceAccountName"), pod.res
+        if sa and sa != "default" and not any(s.name == sa for s in env.kind("ServiceAccount", res.namespace)):
+            yield res.finding("ref-service-account", f"serviceAccountName {sa} is not deployed with this "
+                              f"environment: add ServiceAccount {sa} or fix serviceAccountName")
+
+
+@rule("ref-secret", "Secret references -> a Secret, ExternalSecret, SealedSecret, SOPS file or externalSecrets entry")
+def ref_secret(env: Environment) -> Iterator[Finding]:
+    referrers = [(pod.res, _pod_secret_refs(pod)) for pod in env.pods()]
+    for sa in env.kind("ServiceAccount"):
+        listed = list(sa.obj.get("secrets") or []) + list(sa.obj.get("imagePullSecrets") or [])
+        referrers.append((sa, [s.get("name") for s in listed if isinstance(s, dict)]))
+    for res, names in referrers:
+        known = env.secret_names(res.namespace)
+        for name in dict.fromkeys(n for n in names if n):
+            if name not in known:
+                yield res.finding("ref-secret", f"Secret {name} is not created by this environment: add it to the "
+                                  f"secrets layer (SealedSecret, SOPS file or ExternalSecret) or list it under "
+                                  f"lint.externalSecrets in {SETTINGS_FILE}")
+
+
+@rule("ref-priority-class", "priorityClassName -> a PriorityClass")
+def ref_priority_class(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        pc = pod.spec.get("priorityClassName")
+        if pc and pc not in BUILTIN_PRIORITY_CLASSES and not any(p.name == pc for p in env.kind("PriorityClass")):
+            yield pod.res.finding("ref-priority-class", f"priorityClassName {pc} is not deployed with this "
+                                  f"environment: add PriorityClass {pc} to the platform layer or fix the name")
+
+
+@rule("ref-inference-pool", "HTTPRoute backendRef of kind InferencePool -> an InferencePool")
+def ref_inference_pool(env: Environment) -> Iterator[Finding]:
+    for route in env.kind("HTTPRoute"):
+        for route_rule in _get(route.obj, "spec", "rules", default=[]) or []:
+            for ref in _get(route_rule, "backendRefs", default=[]) or []:
+                if not isinstance(ref, dict) or ref.get("kind") != "InferencePool":
+                    continue
+                group, name = str(ref.get("group") or ""), ref.get("name")
+                ns = ref.get("namespace") or route.namespace
+                if not any(p.name == name and p.group == group for p in env.kind("InferencePool", ns)):
+                    yield route.finding("ref-inference-pool", f"backendRef InferencePool {name} (group "
+                                        f"{group or 'core'}) is not deployed with this environment: add the "
+                                        "InferencePool (inference-pool component) or fix the backendRef")
+
+
+# --- the catalogue: inference pools -------------------------------------------------------------------
+
+
+@rule("pool-no-match", "an InferencePool selects at least one InferenceService's pods")
+def pool_no_match(env: Environment) -> Iterator[Finding]:
+    for pool, shown, matched in _pool_matches(env):
+        if not matched:
+            yield pool.finding("pool-no-match", f"selector {shown} selects no InferenceService's pods: "
+                               f"select one with {ISVC_LABEL}: <name>, or drop the pool")
+
+
+@rule("pool-non-vllm", "an InferencePool selects only vLLM model servers")
+def pool_non_vllm(env: Environment) -> Iterator[Finding]:
+    for pool, shown, matched in _pool_matches(env):
+        others = [name for name, vllm in matched if not vllm]
+        if others:
+            yield pool.finding("pool-non-vllm", f"selector {shown} also selects non-vLLM model servers "
+                               f"({', '.join(others)}): narrow the selector to vLLM InferenceServices")
+
+
+# --- the catalogue: GPUs ------------------------------------------------------------------------------
+
+
+@rule("gpu-limit", "nvidia.com/gpu requests == limits")
+def gpu_limit(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        requested, limited = _gpus(c.resources, "requests"), _gpus(c.resources, "limits")
+        if requested and requested != limited:
+            yield pod.res.finding("gpu-limit", f"{c.where} requests {requested} {GPU} but its limit is {limited}: "
+                                  f"set resources.limits.{GPU} to {requested}")
+
+
+# Tolerations, placement and parallelism of a runtime (a pod template) belong to the InferenceServices using it.
+
+
+@rule("gpu-toleration", "a pod using GPUs tolerates the nvidia.com/gpu NoSchedule taint")
+def gpu_toleration(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        if not pod.is_template and c.gpus and not any(_tolerates_gpu(t) for t in pod.tolerations):
+            yield pod.res.finding("gpu-toleration", f"{c.where} uses {GPU} but the pod does not tolerate the "
+                                  f"{GPU} NoSchedule taint: select the gpu component or add the toleration")
+
+
+@rule("gpu-tensor-parallel", "vLLM tensor x pipeline parallel size == nvidia.com/gpu")
+def gpu_tensor_parallel(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        c = pod.model
+        if pod.is_template or c is None or not _is_vllm(c):
+            continue
+        tp = _flag(c.args, "--tensor-parallel-size", "--tensor_parallel_size", "-tp") or "1"
+        pp = _flag(c.args, "--pipeline-parallel-size", "--pipeline_parallel_size", "-pp") or "1"
+        try:
+            wanted = int(tp) * int(pp)
+        except ValueError:
+            wanted = -1
+        if wanted != c.gpus:
+            size = f"--tensor-parallel-size {tp}" + (f" x --pipeline-parallel-size {pp}" if pp != "1" else "")
+            yield pod.res.finding("gpu-tensor-parallel", f"vLLM {size} does not use its {c.gpus} {GPU}: set "
+                                  "--tensor-parallel-size (x pipeline parallel size) to the GPU limit")
+
+
+@rule("gpu-on-cpu", "no GPUs on CPU models or in CPU-only environments")
+def gpu_on_cpu(env: Environment) -> Iterator[Finding]:
+    cpu_only = env.cpu_only
+    for pod, c in env.containers():
+        res = pod.res
+        labelled_cpu = res.labels.get("model-serving.io/accelerator") == "cpu"
+        if pod.is_template or not c.gpus or not (labelled_cpu or cpu_only):
+            continue
+        why = "is labelled model-serving.io/accelerator=cpu" if labelled_cpu else \
+            "is in a CPU-only environment (cpu component)"
+        yield res.finding("gpu-on-cpu", f"{c.where} requests {c.gpus} {GPU} but {why}: drop the GPUs or "
+                          "deploy it to a GPU environment")
+
+
+# --- the catalogue: containers ------------------------------------------------------------------------
+
+
+@rule("resources", "every container has cpu and memory requests and limits")
+def resources_rule(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        missing = [f"{k}.{r}" for k in ("requests", "limits") for r in ("cpu", "memory") if not _get(c.resources, k, r)]
+        if missing:
+            yield pod.res.finding("resources", f"{c.where} has no {', '.join(missing)}: set cpu and memory "
+                                  "requests and limits")
+
+
+@rule("image-pinned", "every image has a tag other than latest, or a digest")
+def image_pinned(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        image = c.spec.get("image")
+        if image and not _pinned(str(image)):
+            yield pod.res.finding("image-pinned", f"{c.where} image {image} is not pinned: use a version tag "
+                                  "(not latest) or a @sha256: digest")
+
+
+@rule("secret-plaintext", "no Secret with plaintext data/stringData anywhere in the repo (SOPS files excepted)")
+def secret_plaintext(env: Environment) -> Iterator[Finding]:
+    # The engine also scans every YAML file of the repo with the same test (_plaintext_secret).
+    for res in env.docs:
+        yield from _plaintext_secret(res)
+
+
+@rule("host-path", "no hostPath volumes")
+def host_path(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        for volume in pod.spec.get("volumes") or []:
+            if isinstance(volume, dict) and "hostPath" in volume:
+                yield pod.res.finding("host-path", f"volume {volume.get('name')} is a hostPath: use a PVC, "
+                                      "emptyDir or the model's storageUri instead")
+
+
+@rule("privileged", "no privileged containers")
+def privileged(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        if (c.spec.get("securityContext") or {}).get("privileged") is True:
+            yield pod.res.finding("privileged", f"{c.where} is privileged: remove securityContext.privileged")
+
+
+@rule("privilege-escalation", "no allowPrivilegeEscalation: true")
+def privilege_escalation(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        if (c.spec.get("securityContext") or {}).get("allowPrivilegeEscalation") is True:
+            yield pod.res.finding("privilege-escalation", f"{c.where} sets allowPrivilegeEscalation: true: set "
+                                  "it to false")
+
+
+# --- the catalogue: namespaces ------------------------------------------------------------------------
+
+
+@rule("ns-pod-security", "the models' namespace enforces a Pod Security Admission level")
+def ns_pod_security(env: Environment) -> Iterator[Finding]:
+    for ns, isvc in _model_namespaces(env):
+        namespaces = [n for n in env.kind("Namespace") if _same_ns(n.name, ns)]
+        if not namespaces:
+            yield isvc.finding("ns-pod-security", f"namespace {ns or '(unset)'} is not deployed with this "
+                               "environment: add the Namespace with label pod-security.kubernetes.io/enforce")
+        for namespace in namespaces:
+            level = namespace.labels.get("pod-security.kubernetes.io/enforce")
+            if level not in ("baseline", "restricted"):
+                yield namespace.finding("ns-pod-security", f"pod-security.kubernetes.io/enforce is "
+                                        f"{level or 'unset'}: label the namespace "
+                                        "pod-security.kubernetes.io/enforce=baseline (or restricted)")
+
+
+@rule("ns-network-policy", "the models' namespace has a default NetworkPolicy admitting only listed sources")
+def ns_network_policy(env: Environment) -> Iterator[Finding]:
+    for ns, isvc in _model_namespaces(env):
+        policies = env.kind("NetworkPolicy", ns)
+        if not any(_selects_all(p) and "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) for p in policies):
+            owner = next((n for n in env.kind("Namespace") if _same_ns(n.name, ns)), isvc)
+            yield owner.finding("ns-network-policy", f"namespace {ns or '(unset)'} has no NetworkPolicy with "
+                                "podSelector {} and policyTypes [Ingress]: add one admitting only the "
+                                "gateway, Knative and monitoring namespaces")
+        for policy in policies:
+            for number, ingress in enumerate(_get(policy.obj, "spec", "ingress", default=[]) or []):
+                if _admits_anyone(ingress):
+                    yield policy.finding("ns-network-policy", f"ingress rule {number} admits traffic from "
+                                         "anywhere: list the allowed sources under `from`")
+
+
+# --- helpers the rules share --------------------------------------------------------------------------
+
+
+def _supports(runtime: Resource, fmt: str, auto: bool = False) -> bool:
+    """The runtime lists model format `fmt` (auto: with autoSelect true)."""
+    return any(
+        str(f.get("name", "")).lower() == fmt.lower() and (not auto or f.get("autoSelect") is True)
+        for f in _get(runtime.obj, "spec", "supportedModelFormats", default=[]) or [] if isinstance(f, dict)
+    )
+
+
+def _pod_secret_refs(pod: Pod) -> list[str]:
+    """Secrets a pod needs to start: image pull secrets, secret volumes, env secretKeyRefs/secretRefs (optional
+    ones excepted)."""
+    spec, refs = pod.spec, [s.get("name") for s in pod.spec.get("imagePullSecrets") or [] if isinstance(s, dict)]
+    for volume in spec.get("volumes") or []:
+        if not isinstance(volume, dict):
+            continue
+        if _get(volume, "secret", "optional") is not True:
+            refs.append(_get(volume, "secret", "secretName"))
+        for source in _get(volume, "projected", "sources", default=[]) or []:
+            if _get(source, "secret", "optional") is not True:
+                refs.append(_get(source, "secret", "name"))
+    for c in pod.containers:
+        for env in c.spec.get("env") or []:
+            ref = _get(env, "valueFrom", "secretKeyRef", default={})
+            if ref.get("name") and ref.get("optional") is not True:
+                refs.append(ref["name"])
+        for env in c.spec.get("envFrom") or []:
+            ref = _get(env, "secretRef", default={})
+            if ref.get("name") and ref.get("optional") is not True:
+                refs.append(ref["name"])
+    return [r for r in refs if r]
+
+
+def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:
+    """(pool, its selector shown, [(InferenceService name, serves with vLLM)] whose predictor pods it selects)."""
+    servers = []  # (namespace, name, pod labels, is vLLM) of each InferenceService's predictor pods
+    for pod in env.pods():
+        if pod.component == "predictor":
+            labels = {**pod.res.labels, **(pod.spec.get("labels") or {}),
+                      ISVC_LABEL: pod.res.name, "component": "predictor"}
+            servers.append((pod.res.namespace, pod.res.name, labels, pod.model is not None and _is_vllm(pod.model)))
+    for pool in env.kind("InferencePool"):
+        selector = _get(pool.obj, "spec", "selector", default={})
+        if pool.group == "inference.networking.k8s.io":
+            selector = _get(selector, "matchLabels", default={})
+        selector = {str(k): str(v) for k, v in (selector or {}).items()} if isinstance(selector, dict) else {}
+        shown = ",".join(f"{k}={v}" for k, v in selector.items()) or "(empty)"
+        matched = [
+            (name, vllm) for ns, name, labels, vllm in servers
+            if _same_ns(ns, pool.namespace) and all(str(labels.get(k, "\0")) == v for k, v in selector.items())
+        ]
+        yield pool, shown, matched
+
+
+def _model_namespaces(env: Environment) -> list[tuple[str, Resource]]:
+    """Each namespace InferenceServices run in, with the first of them (to name when the namespace is missing)."""
+    first: dict[str, Resource] = {}
+    for isvc in env.kind("InferenceService"):
+        first.setdefault(isvc.namespace, isvc)
+    return sorted(first.items())
+
+
+def _avoids_gpus(pod: Pod) -> bool:
+    """The cpu component's placement: required node affinity `nvidia.com/gpu.present DoesNotExist`."""
+    terms = _get(pod.affinity, "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                 "nodeSelectorTerms", default=[]) or []
+    return any(
+        _get(e, "key") == "nvidia.com/gpu.present" and _get(e, "operator") == "DoesNotExist"
+        for t in terms if isinstance(t, dict) for e in t.get("matchExpressions") or []
+    )
+
+
+def _selects_all(policy: Resource) -> bool:
     selector = _get(policy.obj, "spec", "podSelector", default={})
     return isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
 
@@ -796,7 +929,7 @@ def _pinned(image: str) -> bool:
     return bool(tag) and tag != "latest"
 
 
-def _plaintext_secret(res: _Res) -> list[Finding]:
+def _plaintext_secret(res: Resource) -> list[Finding]:
     if res.kind != "Secret" or res.group or "sops" in res.obj:
         return []
     fields = [k for k in ("data", "stringData") if res.obj.get(k)]
@@ -809,7 +942,19 @@ def _plaintext_secret(res: _Res) -> list[Finding]:
 # --- CLI ----------------------------------------------------------------------------------------------
 
 
+def list_rules() -> str:
+    """The catalogue, one rule a line: id, then why."""
+    width = max(len(r) for r in RULES)
+    return "\n".join(f"{r.id:{width}}  {r.why}" for r in RULES.values())
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
+    if args.list_rules:
+        print(list_rules())
+        return 0
+    if not args.paths:
+        raise InputError("lint needs a PATH (a kustomization folder, a folder to search, or a YAML file), "
+                              "or --list-rules")
     return print_report(lint_paths(args.paths, jobs=args.jobs), args.output)
 
 
@@ -820,10 +965,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         help="checks schemas cannot express: references, GPUs, resources, images, secrets, pod security",
         description="Build every overlay under PATH and run the checks schemas cannot express, resolving references "
         "across each environment's layers. One line per finding (overlay: resource: [rule] problem: fix); exit 1 "
-        "on any finding. Rules: " + ", ".join(RULES) + ".",
+        "on any finding. `--list-rules` prints the catalogue of rules.",
     )
-    lint.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+    lint.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                       help="kustomization folder, folder to search for kustomizations, or YAML file")
+    lint.add_argument("--list-rules", action="store_true", help="print every rule (id and why) and exit")
     lint.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
     lint.add_argument("--jobs", type=int, default=default_jobs(), help="parallel builds (default: %(default)s)")
     lint.set_defaults(func=cmd_lint)

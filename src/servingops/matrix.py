@@ -32,12 +32,11 @@ from typing import Any
 
 import yaml
 
-from . import render
+from . import lint, render
 from .errors import CommandError, ServingOpsError
 from .schemas import DEFAULT_STORE, build_store
-from .validate import (
-    INVALID, VALID, default_jobs, kubeconform_verdicts, kustomization_refs, kustomize_build, split_documents,
-)
+from .build import default_jobs, kustomization_refs, kustomize_build, split_documents
+from .validate import INVALID, VALID, kubeconform_verdicts
 
 # --- the catalog's combinations ------------------------------------------------------------------------
 
@@ -587,17 +586,12 @@ def _validate_and_collect(renders, report, outputs, digests, build_seconds, work
 
 
 def _lint(renders, parsed_outputs, workdir) -> dict[tuple[str, Path], list[str]]:
-    """Lint findings per overlay, when the lint module provides `lint_built` (cross-object checks)."""
-    from . import lint as lint_module
-
-    lint_built = getattr(lint_module, "lint_built", None)
-    if lint_built is None:
-        return {}
+    """Lint findings per overlay (the cross-object checks)."""
     findings: dict[tuple[str, Path], list[str]] = defaultdict(list)
     for spec in renders:
         repo = workdir / spec.name
         outputs = {str(k[1]): docs for k, docs in parsed_outputs.items() if k[0] == spec.name}
-        lint_report = lint_built(outputs, repo)
+        lint_report = lint.lint_built(outputs, repo)
         for finding in lint_report.findings:
             findings[(spec.name, Path(finding.target))].append(f"{finding.rule}: {finding.message}")
     return findings

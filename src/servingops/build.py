@@ -1,0 +1,172 @@
+"""Finding what to build and building it: kustomization folders and manifest files, kustomize runs, YAML read the
+way Kubernetes reads it, and report printing. The layer `validate` (schemas) and `lint` (cross-object rules) both
+stand on; it imports neither of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .command import Command
+from .errors import CommandError, InputError
+from .tools import tool_path
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+
+class KubernetesYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader, reading plain scalars the way Kubernetes' YAML does: `<<` and `=` are text, not a
+    merge key or a value tag (kustomize writes them unquoted), and a malformed number stays text."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers
+                if tag not in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # `0x_` matches YAML 1.1's int pattern but is no number
+            return self.construct_scalar(node)
+
+
+KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:int", KubernetesYamlLoader.construct_yaml_int)
+YAML_LOADER = KubernetesYamlLoader
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something to validate: a kustomization folder (built first) or a plain manifest file."""
+
+    path: Path
+
+    @property
+    def is_kustomization(self) -> bool:
+        return self.path.is_dir()
+
+
+# --- finding what to validate ------------------------------------------------------------------------
+
+
+def kustomization_file(folder: Path) -> Path | None:
+    return next((folder / n for n in KUSTOMIZATION_FILES if (folder / n).is_file()), None)
+
+
+def kustomization_refs(folder: Path, fields: Sequence[str] = ("resources", "bases", "components", "patches")) -> list[Path]:
+    """The paths the kustomization in `folder` names under `fields` (a patch by its `path`), resolved.
+    No kustomization, or one that is not valid YAML (kustomize reports that), names nothing."""
+    kfile = kustomization_file(folder)
+    try:
+        spec = yaml.load(kfile.read_text(), Loader=YAML_LOADER) if kfile else None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        spec = None
+    if not isinstance(spec, dict):
+        return []
+    entries = [e.get("path") if isinstance(e, dict) else e for name in fields for e in spec.get(name) or []]
+    return [(folder / e).resolve() for e in entries if isinstance(e, str)]
+
+
+def is_component(kustomization: Path) -> bool:
+    try:
+        doc = yaml.load(kustomization.read_text(), Loader=YAML_LOADER) or {}
+    except yaml.YAMLError:
+        return False  # let kustomize report the syntax error
+    return isinstance(doc, dict) and doc.get("kind") == "Component"
+
+
+def find_targets(paths: Iterable[Path]) -> list[Target]:
+    """Each path: a manifest file, a kustomization folder, or a folder searched for buildable kustomizations."""
+    found: list[Target] = []
+    for path in paths:
+        if path.is_file():
+            found.append(Target(path))
+            continue
+        if not path.is_dir():
+            raise InputError(f"{path} does not exist: pass a kustomization folder, a folder to search, or a YAML file")
+        own = kustomization_file(path)
+        if own is not None:
+            if is_component(own):
+                raise InputError(f"{path} is a kustomize Component: validate an overlay that lists it under components:")
+            found.append(Target(path))
+            continue
+        nested = [
+            Target(k.parent)
+            for k in sorted(path.rglob("*"))
+            if k.name in KUSTOMIZATION_FILES
+            and not any(part.startswith(".") for part in k.relative_to(path).parts)
+            and not is_component(k)
+        ]
+        if not nested:
+            raise InputError(f"no kustomization under {path}: pass a folder that contains kustomization.yaml files")
+        found.extend(nested)
+    return list(dict.fromkeys(found))
+
+
+# --- building -----------------------------------------------------------------------------------------
+
+
+def kustomize_build(folder: Path) -> str:
+    return Command((str(tool_path("kustomize")), "build", str(folder)), timeout=120).run().stdout
+
+
+def render_targets(targets: Sequence[Target], jobs: int) -> list[str | CommandError]:
+    """The YAML each target stands for (kustomize output or the file itself), or the error building it."""
+
+    def render(target: Target) -> str | CommandError:
+        if not target.is_kustomization:
+            return target.path.read_text()
+        try:
+            return kustomize_build(target.path)
+        except CommandError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(render, targets))
+
+
+def split_documents(text: str) -> list[tuple[dict, str]]:
+    """(parsed, source text) for each non-empty YAML document, cut at the parser's own document boundaries
+    (a `---` line inside a block scalar stays where it is)."""
+    docs = []
+    loader = YAML_LOADER(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            parsed = loader.construct_document(node)
+            if parsed:
+                docs.append((parsed, text[node.start_mark.index : node.end_mark.index]))
+    finally:
+        loader.dispose()
+    return docs
+
+
+def print_report(report, output: str) -> int:
+    """Print a validate or lint report (one line per failure and the summary, or JSON); the exit status."""
+    if output == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.failures():
+            print(line)
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the working directory when it is below it (shorter, stable messages)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
