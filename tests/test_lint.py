@@ -47,6 +47,8 @@ BAD = {
     "privilege-escalation": (["InferenceService llm/tiny"], "allowPrivilegeEscalation: true"),
     "ns-pod-security": (["Namespace llm"], "enforce is privileged"),
     "ns-network-policy": (["Namespace llm", "NetworkPolicy llm/default-ingress"], "admits traffic from anywhere"),
+    "runtime-admission": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
+                          "like KServe v0.20.0's kserve-huggingfaceserver-multinode"),
 }
 
 
@@ -314,3 +316,49 @@ def test_lint_and_validate_import_no_circle():
     import sys
     code = "import sys, servingops.lint; assert 'servingops.validate' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- runtime-admission: KServe's ServingRuntime webhook (pkg/webhook/admission/servingruntime) -----------------
+
+HF = {"name": "huggingface", "version": "1", "autoSelect": True, "priority": 2}
+
+
+@pytest.mark.parametrize("new, existing, collides", [
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [HF]},
+     {"protocolVersions": ["v1", "v2"], "supportedModelFormats": [HF]}, True),
+    # Each of these is admitted by the webhook:
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [HF]},
+     {"protocolVersions": ["v1"], "supportedModelFormats": [HF]}, False),  # no shared protocol
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [{**HF, "autoSelect": False}]},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF]}, False),  # not auto-selected
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [{**HF, "priority": 3}]},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF]}, False),  # another priority
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [{**HF, "version": "2"}]},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF]}, False),  # another format version
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [{k: v for k, v in HF.items() if k != "priority"}]},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF]}, False),  # no priority
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [HF], "multiModel": True},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF]}, False),  # multi-model vs single-model
+    ({"protocolVersions": ["v2"], "supportedModelFormats": [HF]},
+     {"protocolVersions": ["v2"], "supportedModelFormats": [HF], "disabled": True}, False),  # existing disabled
+])
+def test_runtime_priority_collision_follows_the_webhook(new, existing, collides):
+    assert bool(lint._priority_collision(new, existing)) is collides
+    assert bool(lint._priority_collision(existing, new)) is collides
+
+
+@pytest.mark.parametrize("release", sorted(lint.kserve.BLOCKED_ENV_VARS))
+def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release):
+    # Every runtime the template can generate, next to what each supported KServe release installs.
+    repo = render.render(tmp_path / "repo", {"catalog_models": EVERY_RUNTIME["catalog_models"]})
+    docs = []
+    for folder in sorted((repo / "platform" / "runtimes").iterdir()):
+        docs += [lint.Resource(folder.name, d) for d, _ in split_documents(kustomize_build(folder))]
+    assert {d.name for d in docs} == {"kserve-vllm", "kserve-llamacpp", "kserve-ollama"}
+    env = lint.Environment(docs, lint.Settings(), release=release)
+    assert list(lint.runtime_admission(env)) == []
+    for doc in docs:  # the seed chart's runtime (autoSelect, priority 2) is what the webhook refuses
+        for fmt in doc.obj["spec"]["supportedModelFormats"]:
+            fmt.update(autoSelect=True, priority=2)
+    found = [(f.resource, f.message.split(" like ")[1].split(",")[0]) for f in lint.runtime_admission(env)]
+    assert found == [("ClusterServingRuntime kserve-vllm", f"KServe {release}'s kserve-huggingfaceserver-multinode")]

@@ -43,6 +43,7 @@ from .build import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
     kustomization_refs, print_report, render_targets, split_documents,
 )
+from . import kserve
 from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
@@ -269,7 +270,7 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
     for root, members in groups:
         docs = [Resource(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
         errors = [(units[m].label, units[m].error) for m in members if units[m].error]
-        env = Environment(docs, load_settings(root), errors)
+        env = Environment(docs, load_settings(root), errors, kserve.repo_release(root))
         for unit in RULES.values():
             findings += unit.check(env)
         seen |= {r.name for r in docs if _plaintext_secret(r)}
@@ -484,10 +485,12 @@ def _is_vllm(container: Container) -> bool:
 class Environment:
     """Everything one environment deploys (or one overlay on its own), with the lookups rules share."""
 
-    def __init__(self, docs: list[Resource], settings: Settings, build_errors: Sequence[tuple[str, str]] = ()):
+    def __init__(self, docs: list[Resource], settings: Settings, build_errors: Sequence[tuple[str, str]] = (),
+                 release: str = kserve.DEFAULT_RELEASE):
         self.docs = docs
         self.settings = settings
         self.build_errors = list(build_errors)  # (overlay, error) of the members that did not build
+        self.release = release  # the KServe release tag the repo targets (kserve.repo_release)
         self._pods: list[Pod] | None = None
         self.by_kind: dict[str, list[Resource]] = {}
         for res in docs:
@@ -657,6 +660,42 @@ def ref_inference_pool(env: Environment) -> Iterator[Finding]:
                     yield route.finding("ref-inference-pool", f"backendRef InferencePool {name} (group "
                                         f"{group or 'core'}) is not deployed with this environment: add the "
                                         "InferencePool (inference-pool component) or fix the backendRef")
+
+
+@rule("runtime-admission", "KServe's ServingRuntime webhook admits every runtime beside the release's own "
+      "(no same-priority autoSelect format on a shared protocol, no blocked env vars)")
+def runtime_admission(env: Environment) -> Iterator[Finding]:
+    # pkg/webhook/admission/servingruntime (failurePolicy Fail): a runtime is refused when it and another
+    # (Cluster)ServingRuntime of the same scope auto-select an equal model format (name, version) with the same
+    # priority over a shared protocol version, or when a container sets a blocked env var.
+    ours = [r for r in env.kind("ClusterServingRuntime") + env.kind("ServingRuntime")
+            if r.group == KSERVE and not _get(r.obj, "spec", "disabled")]
+    shipped = [Resource(f"KServe {env.release}", d) for d in kserve.shipped_runtimes(env.release)] if ours else []
+    for index, runtime in enumerate(ours):
+        spec = _get(runtime.obj, "spec", default={})
+        if (fmt := _priority_differs(spec)) is not None:
+            yield runtime.finding("runtime-admission", f"model format {fmt} is listed with different priorities: "
+                                  "give every autoSelect entry of a format the same priority")
+        if runtime.kind == "ClusterServingRuntime":
+            if runtime.name in {s.name for s in shipped}:
+                yield runtime.finding("runtime-admission", f"KServe {env.release} installs a ClusterServingRuntime "
+                                      f"named {runtime.name}: rename this runtime so neither replaces the other")
+            for other in shipped:
+                if other.name != runtime.name and (fmt := _priority_collision(spec, other.obj.get("spec") or {})):
+                    yield runtime.finding("runtime-admission", _collision(fmt, spec, f"KServe {env.release}'s "
+                                                                         f"{other.name}"))
+        for other in ours[index + 1:]:
+            same_scope = other.kind == runtime.kind and (other.kind == "ClusterServingRuntime"
+                                                         or _same_ns(other.namespace, runtime.namespace))
+            if same_scope and other.name != runtime.name and (
+                    fmt := _priority_collision(spec, _get(other.obj, "spec", default={}))):
+                yield runtime.finding("runtime-admission", _collision(fmt, spec, f"{other.kind} {other.name}"))
+    blocked = set(kserve.blocked_env_vars(env.release))
+    for res, where, container in _admitted_containers(env):
+        for var in container.get("env") or []:
+            if isinstance(var, dict) and var.get("name") in blocked:
+                yield res.finding("runtime-admission", f"{where} sets {var['name']}, which KServe {env.release}'s "
+                                  "webhook refuses: remove it (put the value in the image instead)")
 
 
 # --- the catalogue: inference pools -------------------------------------------------------------------
@@ -853,6 +892,56 @@ def _pod_secret_refs(pod: Pod) -> list[str]:
             if ref.get("name") and ref.get("optional") is not True:
                 refs.append(ref["name"])
     return [r for r in refs if r]
+
+
+def _auto_formats(spec: dict) -> list[dict]:
+    return [f for f in spec.get("supportedModelFormats") or [] if isinstance(f, dict) and f.get("autoSelect") is True]
+
+
+def _priority_differs(spec: dict) -> str | None:
+    """validateModelFormatPrioritySame: one runtime gives an auto-selected format two priorities."""
+    seen: dict[str, object] = {}
+    for f in _auto_formats(spec):
+        name, priority = str(f.get("name")), f.get("priority")
+        if name in seen and seen[name] is not None and priority is not None and seen[name] != priority:
+            return name
+        seen.setdefault(name, priority)
+    return None
+
+
+def _priority_collision(new: dict, existing: dict) -> str | None:
+    """validateServingRuntimePriority (symmetric): the model format both auto-select with the same priority.
+    A disabled runtime collides with nothing (the webhook admits it, and skips it as the existing one)."""
+    if bool(new.get("multiModel")) != bool(existing.get("multiModel")) or True in (new.get("disabled"),
+                                                                                     existing.get("disabled")):
+        return None
+    if not set(map(str, new.get("protocolVersions") or [])) & set(map(str, existing.get("protocolVersions") or [])):
+        return None
+    for a in _auto_formats(existing):
+        for b in _auto_formats(new):
+            if (str(a.get("name", "")).lower() == str(b.get("name", "")).lower()
+                    and a.get("version") == b.get("version")
+                    and a.get("priority") is not None and a.get("priority") == b.get("priority")):
+                return f"{b.get('name')} (version {b.get('version')}, priority {b.get('priority')})"
+    return None
+
+
+def _collision(fmt: str, spec: dict, other: str) -> str:
+    protocols = ", ".join(map(str, spec.get("protocolVersions") or []))
+    return (f"auto-selects model format {fmt} over protocols {protocols} like {other}, so KServe's webhook refuses "
+            "it: set autoSelect: false (models name their runtime) or a priority no other runtime uses")
+
+
+def _admitted_containers(env: Environment) -> Iterator[tuple[Resource, str, dict]]:
+    """(resource, where, container) of every container KServe's webhooks check for blocked env vars."""
+    for pod in env.pods():
+        if pod.res.group == KSERVE:
+            for c in pod.containers:
+                yield pod.res, c.where, c.spec
+    for res in env.kind("ClusterServingRuntime") + env.kind("ServingRuntime") + env.kind("InferenceService"):
+        worker = _get(res.obj, "spec", "workerSpec") or _get(res.obj, "spec", "predictor", "workerSpec") or {}
+        for c in _containers(worker, "worker ") if isinstance(worker, dict) else []:
+            yield res, c.where, c.spec
 
 
 def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:

@@ -1,0 +1,71 @@
+"""What a KServe release installs and admits, for the checks that must match the cluster a repo targets.
+
+- `shipped_runtimes(tag)`: the ClusterServingRuntimes KServe installs by default (config/runtimes at that tag),
+  read from ../shared/kserve/<tag>/runtimes beside this checkout, or from $SERVINGOPS_KSERVE_RUNTIMES (a folder of
+  that release's config/runtimes files).
+- `BLOCKED_ENV_VARS`: the environment variables KServe's admission webhooks refuse in runtime and
+  InferenceService containers (pkg/validation/env_policy.go, DefaultBlockedEnvVars; added in v0.19).
+- `repo_release(root)`: the release a generated repo targets.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+from .tools import PROJECT_ROOT
+
+DEFAULT_RELEASE = "v0.20.0"
+BLOCKED_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "v0.16.0": (),
+    "v0.19.0": ("PYTHONPATH",),
+    "v0.20.0": ("PYTHONPATH",),
+}
+
+
+def repo_release(root: Path | None) -> str:
+    """The KServe release tag a generated repo targets (its answers' kserve_version), else DEFAULT_RELEASE."""
+    answers = root / ".copier-answers.yml" if root is not None else None
+    if answers is not None and answers.is_file():
+        try:
+            data = yaml.safe_load(answers.read_text()) or {}
+        except yaml.YAMLError:
+            data = {}
+        version = str(data.get("kserve_version") or "") if isinstance(data, dict) else ""
+        if version:
+            return next((tag for tag in BLOCKED_ENV_VARS if tag == version or tag.startswith(version + ".")),
+                        version)
+    return DEFAULT_RELEASE
+
+
+def runtimes_dir(tag: str) -> Path:
+    if override := os.environ.get("SERVINGOPS_KSERVE_RUNTIMES"):
+        return Path(override)
+    return PROJECT_ROOT.parent / "shared" / "kserve" / tag / "runtimes"
+
+
+@functools.cache
+def shipped_runtimes(tag: str) -> tuple[dict, ...]:
+    """The ClusterServingRuntime documents KServe `tag` installs. Missing data is an error, never an empty list."""
+    folder = runtimes_dir(tag)
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    docs = tuple(
+        doc for file in files for doc in yaml.safe_load_all(file.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "ClusterServingRuntime"
+    )
+    if not docs:
+        raise InputError(
+            f"no ClusterServingRuntimes of KServe {tag} in {folder}: put that release's config/runtimes/*.yaml "
+            "there or point SERVINGOPS_KSERVE_RUNTIMES at a folder holding them"
+        )
+    return docs
+
+
+def blocked_env_vars(tag: str) -> tuple[str, ...]:
+    if tag not in BLOCKED_ENV_VARS:
+        raise InputError(f"KServe release {tag} is unknown: use one of {', '.join(BLOCKED_ENV_VARS)}")
+    return BLOCKED_ENV_VARS[tag]
