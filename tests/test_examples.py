@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import render
+from servingops import releases, render
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import INVALID, VALID, kustomize_build, validate
 
@@ -24,7 +24,6 @@ SEED_MODELS = {
     "ollama-cpu": {"qwen3-4b": ("ollama", 0)},
     "ollama-gpu": {"llama-8b-gpu": ("ollama", 1)},
     "inference-pool": {"qwen25-7b": ("vllm", 1)},
-    "inference-pool-v1alpha2": {"qwen25-7b": ("vllm", 1)},
 }
 NAMES = sorted(SEED_MODELS)
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -60,11 +59,15 @@ def example(tmp_path_factory):
     """example(name) -> Rendered; each example is rendered once for the whole module."""
     cache: dict[str, Rendered] = {}
 
-    def get(name: str) -> Rendered:
-        if name not in cache:
+    def get(name: str, kserve_version: str | None = None) -> Rendered:
+        """The example as its data file says (the default KServe release), or at `kserve_version`
+        (`copier copy --data-file examples/<name>.yml -d kserve_version=...`)."""
+        key = f"{name}@{kserve_version}" if kserve_version else name
+        if key not in cache:
             data = yaml.safe_load((EXAMPLES / f"{name}.yml").read_text())
-            cache[name] = Rendered(render.render(tmp_path_factory.mktemp(name) / "repo", data))
-        return cache[name]
+            data.update({"kserve_version": kserve_version} if kserve_version else {})
+            cache[key] = Rendered(render.render(tmp_path_factory.mktemp(key) / "repo", data))
+        return cache[key]
 
     return get
 
@@ -230,10 +233,14 @@ def test_s3_model_runs_as_the_s3_service_account_with_annotated_secret(example):
     assert all(set(d) == {"secretKey", "remoteRef"} for d in external["spec"]["data"])
 
 
-@pytest.mark.parametrize("name, api_version", [("inference-pool", "inference.networking.k8s.io/v1"),
-                                               ("inference-pool-v1alpha2", "inference.networking.x-k8s.io/v1alpha2")])
-def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example, name, api_version):
-    rendered = example(name)
+@pytest.mark.parametrize("kserve_version", releases.versions())
+def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example, kserve_version):
+    rendered = example("inference-pool", kserve_version)
+    # The InferencePool API of the release's Gateway API Inference Extension: x-k8s.io v1alpha2 for v0.16,
+    # k8s.io v1 since.
+    api_version = releases.release(kserve_version)["inference_pool_api"]
+    assert api_version == ("inference.networking.x-k8s.io/v1alpha2" if kserve_version == "v0.16"
+                           else "inference.networking.k8s.io/v1")
     epp = f"{rendered.answers['release_name']}-inference-gateway-epp"
     assert epp == "model-serving-inference-gateway-epp"  # the seed's default release name
     pools = rendered.kind("InferencePool", "gpu")

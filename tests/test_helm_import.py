@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import helm_import, render
+from servingops import helm_import, releases, render
 from servingops.errors import InputError
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import kustomize_build, validate
@@ -252,10 +252,12 @@ def full(tmp_path_factory):
 
 def test_full_values_answers(full):
     answers, _, _ = full
-    pins = render.catalog("runtimes")
+    pins = releases.runtime_pins("v0.16")
     assert answers["runtimes"] == ["vllm", "llamacpp", "ollama"]
+    # The chart's vLLM tag is KServe v0.16's huggingfaceserver: the repo targets v0.16 and follows its pin.
+    assert answers["kserve_version"] == "v0.16"
     assert pins["vllm"]["tag"] == "v0.16.0-gpu" and answers["vllm_image_tag"] == ""  # the pin: followed
-    assert pins["ollama"]["tag"] == "0.15.2" and answers["ollama_image_tag"] == ""
+    assert pins["ollama"]["tag"] != "0.15.2" and answers["ollama_image_tag"] == "0.15.2"  # not the pin: kept
     assert answers["llamacpp_image_tag"] == "server-b9999"  # not the pin: kept
     assert answers["catalog_models"] == []
     assert answers["custom_models"] == [
@@ -317,9 +319,11 @@ def test_full_values_render_validate_and_reach_the_manifests(full):
         "requests": {"cpu": "2", "memory": "12Gi", "nvidia.com/gpu": "1"},
         "limits": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "1"}}
 
+    # servingRuntime.tag v0.16.0-gpu: KServe v0.16, whose Inference Extension serves x-k8s.io v1alpha2 pools.
+    assert docs["InferencePool", "mistral-7b"]["apiVersion"] == "inference.networking.x-k8s.io/v1alpha2"
     pool = docs["InferencePool", "mistral-7b"]["spec"]
-    assert pool["targetPorts"] == [{"number": 8000}]
-    assert pool["endpointPickerRef"]["name"] == "my-epp" and pool["endpointPickerRef"]["port"] == {"number": 9003}
+    assert pool["targetPortNumber"] == 8000
+    assert pool["extensionRef"]["name"] == "my-epp" and pool["extensionRef"]["portNumber"] == 9003
     assert docs["HTTPRoute", "mistral-7b"]["spec"]["parentRefs"][0]["name"] == "my-gateway"
     assert ("InferencePool", "phi-gguf") not in docs and ("InferencePool", "gemma-gpu") not in docs
 
@@ -338,7 +342,7 @@ def test_a_seed_model_that_differs_from_its_catalog_entry_is_a_custom_model():
 
 
 def test_disabled_runtimes_are_dropped_and_tags_follow_the_pin():
-    pins = render.catalog("runtimes")
+    pins = releases.runtime_pins()
     answers = helm_import.import_values({
         "servingRuntime": {"tag": pins["vllm"]["tag"]},
         "llamacppRuntime": {"tag": "server-b1"},
@@ -346,6 +350,16 @@ def test_disabled_runtimes_are_dropped_and_tags_follow_the_pin():
     })
     assert answers["runtimes"] == ["vllm", "llamacpp"]
     assert answers["vllm_image_tag"] == "" and answers["llamacpp_image_tag"] == "server-b1"
+    assert answers["kserve_version"] == releases.default_version()  # the default release's own tag
+
+
+def test_a_kserve_release_tag_sets_the_release_and_another_tag_is_kept():
+    for version in releases.versions():
+        tag = releases.release(version)["huggingfaceserver_tag"]
+        answers = helm_import.import_values({"servingRuntime": {"tag": tag}})
+        assert (answers["kserve_version"], answers["vllm_image_tag"]) == (version, "")
+    answers = helm_import.import_values({"servingRuntime": {"tag": "v0.16.0-custom"}})
+    assert "kserve_version" not in answers and answers["vllm_image_tag"] == "v0.16.0-custom"
     assert not [key for key in answers if key.startswith("ollama_")]
     # No model: the runtimes alone, in a GPU cluster so that vLLM runs.
     assert answers["environments"] == [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu"]}]
@@ -354,6 +368,7 @@ def test_disabled_runtimes_are_dropped_and_tags_follow_the_pin():
 def test_an_empty_values_file_is_the_charts_defaults():
     answers = helm_import.import_values(None)
     assert answers["runtimes"] == ["vllm", "llamacpp", "ollama"]
+    assert "kserve_version" not in answers  # no tag given: the template's default release
     assert answers["catalog_models"] == [] and answers["custom_models"] == []
 
 

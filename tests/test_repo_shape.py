@@ -41,7 +41,8 @@ ANSWER_SETS: dict[str, dict] = {
                   "sops_age_recipients": AGE_RECIPIENT},
     "argocd-manual": {**GATED_AND_S3, "secrets_provider": "manual"},
     "both-standard": {"deployment_mode": "Standard", "gitops_engine": "both"},
-    "argocd-pool-v1alpha2": {"inference_pool_api": "v1alpha2"},
+    # KServe v0.16: its InferencePool API (x-k8s.io v1alpha2) and huggingfaceserver image.
+    "argocd-kserve-v0.16": {"kserve_version": "v0.16"},
     "flux-multitenant": {**GATED_AND_S3, "secrets_provider": "sealed-secrets", "gitops_engine": "flux",
                          "flux_service_account": "llm-reconciler"},
     # Every catalog model, every component (the catalog agreement test relies on this one).

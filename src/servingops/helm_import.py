@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import render
+from . import releases, render
 from .errors import InputError
 
 DEFAULT_NAMESPACE = "llm-platform"  # the seed README's `helm install --namespace`
@@ -45,7 +45,9 @@ MAPPING: tuple[SeedKey, ...] = (
     SeedKey("servingRuntime.enabled", "bool", True, "runtimes", "true: `vllm` is in runtimes; false: left out"),
     SeedKey("servingRuntime.name", "str", "kserve-vllm", "vllm_runtime_name"),
     SeedKey("servingRuntime.image", "str", "kserve/huggingfaceserver", "vllm_image"),
-    SeedKey("servingRuntime.tag", "str", "v0.16.0-gpu", "vllm_image_tag", PIN),
+    SeedKey("servingRuntime.tag", "str", "v0.16.0-gpu", "vllm_image_tag",
+            "a KServe release's own tag (v0.16.0-gpu) sets kserve_version (v0.16) and becomes \"\" (= follow that "
+            "release's pin, which `copier update -d kserve_version=...` moves); other tags are kept"),
     SeedKey("servingRuntime.gpuMemoryUtilization", "float", 0.85, "vllm_gpu_memory_utilization"),
     SeedKey("servingRuntime.maxModelLen", "int", 16384, "vllm_max_model_len"),
     SeedKey("servingRuntime.enablePrefixCaching", "bool", True, "vllm_enable_prefix_caching"),
@@ -235,8 +237,12 @@ def import_values(data: Any, *, source: str = "values", namespace: str = DEFAULT
     if not runtimes:
         raise values.error("servingRuntime.enabled", "every runtime is disabled: enable at least one of "
                            + ", ".join(f"{section}.enabled" for section in RUNTIME_SECTIONS.values()))
+    if "vllm" in runtimes and (release := releases.version_for_huggingfaceserver_tag(values.set.get("servingRuntime.tag"))):
+        # The vLLM image is KServe's huggingfaceserver: a release's own tag (v0.16.0-gpu) says which KServe the
+        # cluster runs; the repo targets that release and follows its pin. Unset: the template's default release.
+        answers["kserve_version"] = release
     answers["runtimes"] = runtimes
-    pins = render.catalog("runtimes")
+    pins = releases.runtime_pins(answers.get("kserve_version"))
     for rt in runtimes:  # a disabled runtime's settings have nothing to configure
         for row in MAPPING:
             if row.key.startswith(RUNTIME_SECTIONS[rt] + ".") and row.key in values.set and row.answer != "runtimes":

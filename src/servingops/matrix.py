@@ -93,7 +93,7 @@ def question_values(name: str) -> list[Any]:
 # Answers besides runtimes/models/environments that change the output, with their values (default first).
 AXES: dict[str, list[Any]] = {
     name: question_values(name)
-    for name in ("gitops_engine", "secrets_provider", "deployment_mode", "s3_auth", "inference_pool_api", "priority_classes")
+    for name in ("gitops_engine", "secrets_provider", "deployment_mode", "s3_auth", "priority_classes")
 }
 # A free-text answer: what changes the output is whether it is set (multi-tenant Flux) or not.
 AXES["flux_service_account"] = ["", "llm-reconciler"]
