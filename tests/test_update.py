@@ -2,7 +2,7 @@
 
 `template_repo` builds a throwaway template repository from this working tree:
   v0.1.0      the template as it is
-  (untagged)  bumps the vLLM image pin in overlays-catalog/runtimes.yml
+  (untagged)  bumps the vLLM image pin of the default KServe release in overlays-catalog/releases.yml
   v0.2.0      adds a namespace label and an .editorconfig, renames platform/networkpolicy.yaml to
               networkpolicy-serving.yaml, with the `_migrations` entry (docs/upgrading.md) that carries edits across
   (untagged)  work after the release: HEAD
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from servingops import render
+from servingops import releases, render
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import kustomize_build, split_documents, validate
 
@@ -29,8 +29,8 @@ COPIER = Path(sys.executable).with_name("copier")
 GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
 STORE = PROJECT_ROOT / ".cache" / "schemas"
 
-OLD_PIN = render.catalog("runtimes")["vllm"]["tag"]  # e.g. v0.16.0-gpu
-NEW_PIN = re.sub(r"^(v?\d+\.\d+\.)(\d+)", lambda m: f"{m[1]}{int(m[2]) + 1}", OLD_PIN)  # v0.16.1-gpu
+OLD_PIN = releases.runtime_pins()["vllm"]["tag"]  # the default release's huggingfaceserver, e.g. v0.20.0-gpu
+NEW_PIN = re.sub(r"^(v?\d+\.\d+\.)(\d+)", lambda m: f"{m[1]}{int(m[2]) + 1}", OLD_PIN)  # v0.20.1-gpu
 OWN_PIN = "v0.15.9-gpu"
 VLLM_PIN_FILE = "platform/runtimes/vllm/kustomization.yaml"
 
@@ -153,7 +153,7 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     commit(root, "The template as it is")
     git(root, "tag", "v0.1.0")
 
-    edit(root / "overlays-catalog/runtimes.yml", f"tag: {OLD_PIN}\n", f"tag: {NEW_PIN}\n")
+    edit(root / "overlays-catalog/releases.yml", f"huggingfaceserver_tag: {OLD_PIN}\n", f"huggingfaceserver_tag: {NEW_PIN}\n")
     commit(root, "Bump the vLLM image pin")
 
     edit(root / "template/platform/namespace.yaml.jinja", "audit: restricted\n",
