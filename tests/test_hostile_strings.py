@@ -155,7 +155,6 @@ PLAIN: dict[str, str] = {
 }
 # Where a value is used, when that is not a YAML scalar equal to it.
 USED_AS: dict[str, Callable[[str], str]] = {
-    "release_name": lambda v: f"{v}-inference-gateway-epp",  # the endpoint picker Service, computed
 }
 USED_IN_TEXT: dict[str, tuple[str, Callable[[str], str]]] = {
     "kubernetes_version": ("Makefile", lambda v: f"\nKUBERNETES_VERSION ?= {v}\n"),

@@ -47,6 +47,9 @@ BAD = {
     "privilege-escalation": (["InferenceService llm/tiny"], "allowPrivilegeEscalation: true"),
     "ns-pod-security": (["Namespace llm"], "enforce is privileged"),
     "ns-network-policy": (["Namespace llm", "NetworkPolicy llm/default-ingress"], "admits traffic from anywhere"),
+    "pool-endpoint-picker": (["InferencePool llm/everything", "InferencePool llm/gpu-models",
+                              "InferencePool llm/gpu-models", "InferencePool llm/qwen"],
+                             "qwen-epp serves pool qwen, not gpu-models"),
     "runtime-admission": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
                           "like KServe v0.20.0's kserve-huggingfaceserver-multinode"),
 }

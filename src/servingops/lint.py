@@ -718,6 +718,56 @@ def pool_non_vllm(env: Environment) -> Iterator[Finding]:
                                f"({', '.join(others)}): narrow the selector to vLLM InferenceServices")
 
 
+@rule("pool-endpoint-picker", "each InferencePool's endpoint picker Service leads to a Deployment serving that pool "
+      "and only that pool (--pool-name)")
+def pool_endpoint_picker(env: Environment) -> Iterator[Finding]:
+    # An endpoint picker watches exactly one pool, named by --pool-name: pools sharing one picker, or a picker
+    # nobody deploys, leave the gateway without endpoints for all but one of them.
+    served: dict[tuple[str, str], list[str]] = {}  # picker Deployment -> pools referring to it
+    for pool in env.kind("InferencePool"):
+        name, port = _picker_ref(pool)
+        services = [s for s in env.kind("Service", pool.namespace) if s.name == name]
+        if not name or not services:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name or '(none)'} is not deployed "
+                               "with this environment: add its Deployment and Service (the inference-pool component "
+                               "generates <pool>-epp) or fix the pool's endpointPickerRef")
+            continue
+        service = services[0]
+        ports = [p.get("port") for p in _get(service.obj, "spec", "ports", default=[]) or [] if isinstance(p, dict)]
+        if port is not None and port not in ports:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name} has no port {port} (it has "
+                               f"{', '.join(map(str, ports)) or 'none'}): fix the pool's port or the Service")
+        selector = _get(service.obj, "spec", "selector", default={}) or {}
+        pickers = [d for d in env.kind("Deployment", service.namespace) if selector and all(
+            str(_get(d.obj, "spec", "template", "metadata", "labels", k, default="\0")) == str(v)
+            for k, v in selector.items())]
+        if len(pickers) != 1:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name} selects {len(pickers)} "
+                               "Deployments: its selector must match exactly one endpoint picker Deployment")
+            continue
+        picker = pickers[0]
+        served.setdefault((picker.namespace, picker.name), []).append(pool.name)
+        containers = [c for c in _containers(_get(picker.obj, "spec", "template", "spec", default={}))
+                      if _flag(c.args, *POOL_NAME_FLAGS) is not None]
+        pool_names = {_flag(c.args, *POOL_NAME_FLAGS) for c in containers}
+        namespaces = {_flag(c.args, *POOL_NAMESPACE_FLAGS) for c in containers} - {None}
+        if pool_names != {pool.name}:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker.name} serves pool "
+                               f"{', '.join(sorted(map(str, pool_names))) or '(no --pool-name)'}, not {pool.name}: set "
+                               f"its --pool-name to {pool.name}")
+        elif pool.namespace and namespaces - {pool.namespace}:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker.name} watches namespace "
+                               f"{', '.join(sorted(namespaces))}, not {pool.namespace}: set its --pool-namespace to "
+                               f"{pool.namespace}")
+    for (_, picker), pools in sorted(served.items()):
+        if len(pools) > 1:
+            for pool in env.kind("InferencePool"):
+                if pool.name in pools:
+                    yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker} is shared by "
+                                       f"pools {', '.join(sorted(pools))}, and a picker serves one pool: give each "
+                                       "pool its own picker")
+
+
 # --- the catalogue: GPUs ------------------------------------------------------------------------------
 
 
@@ -942,6 +992,20 @@ def _admitted_containers(env: Environment) -> Iterator[tuple[Resource, str, dict
         worker = _get(res.obj, "spec", "workerSpec") or _get(res.obj, "spec", "predictor", "workerSpec") or {}
         for c in _containers(worker, "worker ") if isinstance(worker, dict) else []:
             yield res, c.where, c.spec
+
+
+POOL_NAME_FLAGS = ("--pool-name", "-pool-name", "-poolName", "--poolName")
+POOL_NAMESPACE_FLAGS = ("--pool-namespace", "-pool-namespace", "-poolNamespace", "--poolNamespace")
+
+
+def _picker_ref(pool: Resource) -> tuple[str, int | None]:
+    """(Service name, port) of a pool's endpoint picker: v1 endpointPickerRef, v1alpha2 extensionRef."""
+    spec = _get(pool.obj, "spec", default={})
+    if isinstance(spec.get("endpointPickerRef"), dict):
+        ref = spec["endpointPickerRef"]
+        return str(ref.get("name") or ""), _get(ref, "port", "number")
+    ref = spec.get("extensionRef") if isinstance(spec.get("extensionRef"), dict) else {}
+    return str(ref.get("name") or ""), ref.get("portNumber")
 
 
 def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:
