@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import render
+from servingops import lint, render
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import INVALID, VALID, kustomize_build, validate
 
@@ -253,7 +253,11 @@ def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example,
     route = rendered.kind("HTTPRoute", "gpu")["qwen25-7b"]
     assert [(p["kind"], p["name"]) for p in route["spec"]["parentRefs"]] == [("Gateway", "inference-gateway")]
     backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
-    assert backends == [{"group": api_version.split("/")[0], "kind": "InferencePool", "name": "qwen25-7b"}]
+    assert backends == [{"group": api_version.split("/")[0], "kind": "InferencePool", "name": "qwen25-7b"}] * 2
+    # An OpenAI client's /v1/... reaches huggingfaceserver's OpenAI routes (/openai/v1/...), given time to generate.
+    assert lint._forwarded_path("/v1/chat/completions", route["spec"]["rules"]) == "/openai/v1/chat/completions"
+    assert lint._forwarded_path("/openai/v1/models", route["spec"]["rules"]) == "/openai/v1/models"
+    assert {rule["timeouts"]["request"] for rule in route["spec"]["rules"]} == {"20m"}
     # A pool only sends requests to ready pods: its model stays warm.
     assert isvcs["qwen25-7b"]["spec"]["predictor"]["minReplicas"] == 1
     # Its own endpoint picker, deployed with it: the Service leads to a Deployment watching this pool only.

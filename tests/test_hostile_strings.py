@@ -152,6 +152,7 @@ PLAIN: dict[str, str] = {
     "gpu_product": "NVIDIA-A100-SXM4-80GB",
     "sync_interval": "15m",
     "sync_timeout": "1h30m",
+    "gateway_request_timeout": "45m",
 }
 # Where a value is used, when that is not a YAML scalar equal to it.
 USED_AS: dict[str, Callable[[str], str]] = {

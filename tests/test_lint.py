@@ -50,6 +50,9 @@ BAD = {
     "pool-endpoint-picker": (["InferencePool llm/everything", "InferencePool llm/gpu-models",
                               "InferencePool llm/gpu-models", "InferencePool llm/qwen"],
                              "qwen-epp serves pool qwen, not gpu-models"),
+    "route-timeout": (["HTTPRoute llm/qwen"], "without timeouts.request"),
+    "route-openai-path": (["HTTPRoute llm/qwen"], "reaches qwen as /v1/chat/completions, but it serves the OpenAI "
+                          "API under /openai/v1/"),
     "runtime-admission": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
                           "like KServe v0.20.0's kserve-huggingfaceserver-multinode"),
 }
@@ -365,3 +368,16 @@ def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release)
             fmt.update(autoSelect=True, priority=2)
     found = [(f.resource, f.message.split(" like ")[1].split(",")[0]) for f in lint.runtime_admission(env)]
     assert found == [("ClusterServingRuntime kserve-vllm", f"KServe {release}'s kserve-huggingfaceserver-multinode")]
+
+
+@pytest.mark.parametrize("path, rules, forwarded", [
+    ("/v1/models", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "filters": [
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/openai/v1"}}}]},
+     {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}], "/openai/v1/models"),
+    ("/openai/v1/models", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}]},
+                           {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}], "/openai/v1/models"),
+    ("/v10/x", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}]}], None),  # prefixes match segments
+    ("/v1/x", [{}], "/v1/x"),  # no matches: every path
+])
+def test_forwarded_path_follows_gateway_api_matching(path, rules, forwarded):
+    assert lint._forwarded_path(path, rules) == forwarded

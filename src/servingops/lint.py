@@ -768,6 +768,46 @@ def pool_endpoint_picker(env: Environment) -> Iterator[Finding]:
                                        "pool its own picker")
 
 
+@rule("route-timeout", "every HTTPRoute rule to an InferencePool sets timeouts.request (gateways cut long "
+      "generations at their default)")
+def route_timeout(env: Environment) -> Iterator[Finding]:
+    for route, number, route_rule, pools in _pool_route_rules(env):
+        if pools and not _get(route_rule, "timeouts", "request"):
+            yield route.finding("route-timeout", f"rule {number} sends to InferencePool {', '.join(pools)} without "
+                                "timeouts.request, so the gateway's default (often 15s) cuts long generations: set "
+                                "timeouts.request (answer gateway_request_timeout)")
+
+
+@rule("route-openai-path", "an OpenAI client's /v1/... reaches each pooled model server's OpenAI routes "
+      "(huggingfaceserver serves them under /openai/v1)")
+def route_openai_path(env: Environment) -> Iterator[Finding]:
+    # KServe's huggingfaceserver registers the OpenAI API under KSERVE_OPENAI_ROUTE_PREFIX (default /openai;
+    # python/kserve/kserve/protocol/rest/openai/endpoints.py); vLLM's own image serves it at /v1.
+    predictors = {(p.res.namespace, p.res.name): p for p in env.pods() if p.component == "predictor"}
+    pools = {(pool.namespace, pool.name): [predictors[(pool.namespace, n)] for n, _ in matched
+                                           if (pool.namespace, n) in predictors]
+             for pool, _, matched in _pool_matches(env)}
+    routes: dict[tuple[str, str], list[tuple[Resource, dict]]] = {}  # pool -> (route, rule) sending to it
+    for route, _, route_rule, names in _pool_route_rules(env):
+        for name in names:
+            routes.setdefault((route.namespace, name), []).append((route, route_rule))
+    client = "/v1/chat/completions"
+    for key, sent in sorted(routes.items(), key=lambda item: item[0]):
+        forwarded = _forwarded_path(client, [r for _, r in sent])
+        for pod in pools.get(key, []):
+            prefix = _openai_prefix(env, pod)
+            if prefix is None:
+                continue
+            route = sent[0][0]
+            if forwarded is None:
+                yield route.finding("route-openai-path", f"no rule matches {client}, so OpenAI clients get 404 "
+                                    f"from {pod.res.name}: add a PathPrefix /v1 match")
+            elif not forwarded.startswith(prefix + "/v1/"):
+                yield route.finding("route-openai-path", f"{client} reaches {pod.res.name} as {forwarded}, but it "
+                                    f"serves the OpenAI API under {prefix}/v1/ (404): rewrite the /v1 prefix "
+                                    f"to {prefix}/v1 (URLRewrite ReplacePrefixMatch)")
+
+
 # --- the catalogue: GPUs ------------------------------------------------------------------------------
 
 
@@ -1006,6 +1046,58 @@ def _picker_ref(pool: Resource) -> tuple[str, int | None]:
         return str(ref.get("name") or ""), _get(ref, "port", "number")
     ref = spec.get("extensionRef") if isinstance(spec.get("extensionRef"), dict) else {}
     return str(ref.get("name") or ""), ref.get("portNumber")
+
+
+def _pool_route_rules(env: Environment) -> Iterator[tuple[Resource, int, dict, list[str]]]:
+    """(route, rule number, rule, names of the InferencePools it sends to) of every HTTPRoute rule."""
+    for route in env.kind("HTTPRoute"):
+        for number, route_rule in enumerate(_get(route.obj, "spec", "rules", default=[]) or []):
+            if isinstance(route_rule, dict):
+                refs = [r for r in route_rule.get("backendRefs") or [] if isinstance(r, dict)]
+                yield route, number, route_rule, [str(r.get("name")) for r in refs if r.get("kind") == "InferencePool"]
+
+
+def _forwarded_path(path: str, rules: list[dict]) -> str | None:
+    """The path a backend receives for `path` through the best-matching rule (longest PathPrefix or Exact),
+    after its URLRewrite; None when no rule matches."""
+    best: tuple[int, str, dict] | None = None
+    for route_rule in rules:
+        for match in route_rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+            kind = _get(match, "path", "type", default="PathPrefix")
+            value = str(_get(match, "path", "value", default="/"))
+            prefix = value.rstrip("/")
+            hit = path == value if kind == "Exact" else (path == prefix or path.startswith(prefix + "/"))
+            if hit and (best is None or len(value) > best[0]):
+                best = (len(value), prefix, route_rule)
+    if best is None:
+        return None
+    _, prefix, route_rule = best
+    for f in route_rule.get("filters") or []:
+        rewrite = _get(f, "urlRewrite", "path", default={}) if _get(f, "type") == "URLRewrite" else {}
+        if rewrite.get("type") == "ReplacePrefixMatch":
+            return str(rewrite.get("replacePrefixMatch") or "").rstrip("/") + path[len(prefix):]
+        if rewrite.get("type") == "ReplaceFullPath":
+            return str(rewrite.get("replaceFullPath") or "/")
+    return path
+
+
+def _openai_prefix(env: Environment, pod: Pod) -> str | None:
+    """Where a model server serves the OpenAI API ('' = at /v1), or None for servers this does not know."""
+    if pod.model is None:
+        return None
+    repository = re.split(r"[@:]", pod.model.image.rsplit("/", 1)[-1])[0]
+    if repository == "vllm-openai":
+        return ""
+    if repository != "huggingfaceserver":
+        return None
+    runtime = env.runtime(pod.res)
+    runtime_containers = _containers(_get(runtime.obj, "spec", default={})) if runtime is not None else []
+    for container in [pod.model.spec] + [c.spec for c in runtime_containers if c.spec.get("name") == "kserve-container"]:
+        for var in container.get("env") or []:
+            if isinstance(var, dict) and var.get("name") == "KSERVE_OPENAI_ROUTE_PREFIX" and "value" in var:
+                value = str(var.get("value") or "")
+                return ("/" + value.lstrip("/")).rstrip("/") if value else ""
+    return "/openai"
 
 
 def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:
