@@ -31,6 +31,7 @@ that holds one): `lint: {externalSecrets: [names]}` lists Secrets that are creat
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,7 +49,7 @@ from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
 # Every key .servingops.yaml may hold; anything else is a typo and an error.
-SETTINGS_KEYS = {"lint": {"externalSecrets"}}
+SETTINGS_KEYS = {"lint": {"externalSecrets", "gatewayNamespaces", "gatewayCidrs"}}
 
 GPU = "nvidia.com/gpu"
 KSERVE = "serving.kserve.io"
@@ -143,6 +144,8 @@ class LintReport:
 @dataclass(frozen=True)
 class Settings:
     external_secrets: frozenset[str] = frozenset()
+    gateway_namespaces: tuple[str, ...] = ()  # where the gateway's (and Knative's) pods run
+    gateway_cidrs: tuple[str, ...] = ()  # where a cloud load balancer's traffic comes from
 
 
 def find_repo_root(path: Path) -> Path | None:
@@ -176,10 +179,17 @@ def load_settings(root: Path | None) -> Settings:
                 raise InputError(
                     f"{path}: unknown key {key}.{sub}: allowed keys are {', '.join(sorted(SETTINGS_KEYS[key]))}"
                 )
-    names = (data.get("lint") or {}).get("externalSecrets") or []
+    lint_settings = data.get("lint") or {}
+    names = lint_settings.get("externalSecrets") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise InputError(f"{path}: lint.externalSecrets must be a list of Secret names, e.g. [hf-secret]")
-    return Settings(frozenset(names))
+    lists = {}
+    for key, example in (("gatewayNamespaces", "[envoy-gateway-system]"), ("gatewayCidrs", "[35.191.0.0/16]")):
+        value = lint_settings.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise InputError(f"{path}: lint.{key} must be a list, e.g. {example}")
+        lists[key] = tuple(value)
+    return Settings(frozenset(names), lists["gatewayNamespaces"], lists["gatewayCidrs"])
 
 
 # --- what one environment deploys ---------------------------------------------------------------------
@@ -949,6 +959,30 @@ def ns_network_policy(env: Environment) -> Iterator[Finding]:
                                          "anywhere: list the allowed sources under `from`")
 
 
+@rule("ns-gateway-ingress", "the models' NetworkPolicy admits the gateway's data plane (lint.gatewayNamespaces, "
+      "lint.gatewayCidrs: from the answer gateway_implementation)")
+def ns_gateway_ingress(env: Environment) -> Iterator[Finding]:
+    # Envoy Gateway's proxies run in envoy-gateway-system, Kourier's in kourier-system, GKE's load balancers come
+    # from Google's ranges: a policy admitting only istio-system blocks them all.
+    wanted = [("namespace", n) for n in env.settings.gateway_namespaces] + [("cidr", c) for c in env.settings.gateway_cidrs]
+    if not wanted:
+        return
+    for ns, isvc in _model_namespaces(env):
+        policies = [p for p in env.kind("NetworkPolicy", ns)
+                    if "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) and _selects_all(p)]
+        if not policies:
+            continue  # ns-network-policy reports the missing policy
+        owner = policies[0]
+        for what, value in wanted:
+            if not any(_admits(rule, what, value) for p in policies
+                       for rule in _get(p.obj, "spec", "ingress", default=[]) or []):
+                source = f"namespace {value}" if what == "namespace" else f"addresses {value}"
+                yield owner.finding("ns-gateway-ingress", f"no ingress rule admits {source}, where the gateway's "
+                                    f"traffic comes from: admit it (answers gateway_implementation, knative_ingress) "
+                                    f"or fix lint.gateway{'Namespaces' if what == 'namespace' else 'Cidrs'} in "
+                                    f"{SETTINGS_FILE}")
+
+
 # --- helpers the rules share --------------------------------------------------------------------------
 
 
@@ -1137,6 +1171,52 @@ def _avoids_gpus(pod: Pod) -> bool:
         _get(e, "key") == "nvidia.com/gpu.present" and _get(e, "operator") == "DoesNotExist"
         for t in terms if isinstance(t, dict) for e in t.get("matchExpressions") or []
     )
+
+
+def _admits(ingress, what: str, value: str) -> bool:
+    """An ingress rule admits every pod of namespace `value` (what=namespace) or the addresses `value` (cidr)."""
+    if not isinstance(ingress, dict):
+        return False
+    peers = ingress.get("from") or []
+    if not peers:
+        return True  # from anywhere
+    for peer in peers:
+        if not isinstance(peer, dict):
+            continue
+        if what == "cidr" and isinstance(peer.get("ipBlock"), dict):
+            try:
+                block = ipaddress.ip_network(str(peer["ipBlock"].get("cidr")), strict=False)
+                wanted = ipaddress.ip_network(value, strict=False)
+                excepted = [ipaddress.ip_network(str(e), strict=False) for e in peer["ipBlock"].get("except") or []]
+            except ValueError:
+                continue
+            if wanted.version == block.version and wanted.subnet_of(block) and not any(
+                    wanted.overlaps(e) for e in excepted if e.version == wanted.version):
+                return True
+        if what == "namespace" and "namespaceSelector" in peer and not _get(peer, "podSelector", default={}):
+            if _selector_matches(peer.get("namespaceSelector") or {}, {"kubernetes.io/metadata.name": value}):
+                return True
+    return False
+
+
+def _selector_matches(selector: dict, labels: dict) -> bool:
+    """A label selector matches an object with exactly these labels (what is known of a namespace)."""
+    if not isinstance(selector, dict):
+        return False
+    if any(labels.get(str(k)) != str(v) for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = str(_get(expr, "key", default="")), _get(expr, "operator"), list(_get(expr, "values", default=[]) or [])
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
 
 
 def _selects_all(policy: Resource) -> bool:
