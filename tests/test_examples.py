@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import releases, render
+from servingops import lint, releases, render
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import INVALID, VALID, kustomize_build, validate
 
@@ -241,8 +241,7 @@ def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example,
     api_version = releases.release(kserve_version)["inference_pool_api"]
     assert api_version == ("inference.networking.x-k8s.io/v1alpha2" if kserve_version == "v0.16"
                            else "inference.networking.k8s.io/v1")
-    epp = f"{rendered.answers['release_name']}-inference-gateway-epp"
-    assert epp == "model-serving-inference-gateway-epp"  # the seed's default release name
+    epp = "qwen25-7b-epp"  # each pool's own endpoint picker
     pools = rendered.kind("InferencePool", "gpu")
     isvcs = rendered.kind("InferenceService", "gpu")
     vllm = [n for n, isvc in isvcs.items() if isvc["metadata"]["labels"]["model-serving.io/runtime"] == "vllm"]
@@ -261,9 +260,34 @@ def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example,
     route = rendered.kind("HTTPRoute", "gpu")["qwen25-7b"]
     assert [(p["kind"], p["name"]) for p in route["spec"]["parentRefs"]] == [("Gateway", "inference-gateway")]
     backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
-    assert backends == [{"group": api_version.split("/")[0], "kind": "InferencePool", "name": "qwen25-7b"}]
+    assert backends == [{"group": api_version.split("/")[0], "kind": "InferencePool", "name": "qwen25-7b"}] * 2
+    # An OpenAI client's /v1/... reaches huggingfaceserver's OpenAI routes (/openai/v1/...), given time to generate.
+    assert lint._forwarded_path("/v1/chat/completions", route["spec"]["rules"]) == "/openai/v1/chat/completions"
+    assert lint._forwarded_path("/openai/v1/models", route["spec"]["rules"]) == "/openai/v1/models"
+    assert {rule["timeouts"]["request"] for rule in route["spec"]["rules"]} == {"20m"}
     # A pool only sends requests to ready pods: its model stays warm.
     assert isvcs["qwen25-7b"]["spec"]["predictor"]["minReplicas"] == 1
+    # Its own endpoint picker, deployed with it: the Service leads to a Deployment watching this pool only.
+    service = rendered.kind("Service", "gpu")[epp]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]][0] == (9002, "grpc")
+    picker = rendered.kind("Deployment", "gpu")[epp]
+    assert picker["spec"]["template"]["metadata"]["labels"].items() >= service["spec"]["selector"].items()
+    pod = picker["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    legacy = not api_version.endswith("/v1")
+    assert args[args.index("-poolName" if legacy else "--pool-name") + 1] == "qwen25-7b"
+    assert args[args.index("-poolNamespace" if legacy else "--pool-namespace") + 1] == "llm-platform"
+    assert container["image"].startswith("ghcr.io/llm-d/") and container["readinessProbe"]["grpc"]["port"] == 9003
+    assert pod["serviceAccountName"] == epp and epp in rendered.kind("ServiceAccount", "gpu")
+    role = rendered.kind("Role", "gpu")[epp]
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"get", "list", "watch"}  # read-only
+    assert {"pods", "inferencepools"} <= {res for r in role["rules"] for res in r["resources"]}
+    binding = rendered.kind("RoleBinding", "gpu")[epp]
+    assert binding["roleRef"]["name"] == epp and binding["subjects"] == [{"kind": "ServiceAccount", "name": epp, "namespace": "llm-platform"}]
+    if not legacy:
+        config = rendered.kind("ConfigMap", "gpu")[epp]["data"]["default-plugins.yaml"]
+        assert args[args.index("--config-file") + 1] == "/config/default-plugins.yaml" and "queue-scorer" in config
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith("inference-pool")])

@@ -323,7 +323,9 @@ def test_full_values_render_validate_and_reach_the_manifests(full):
     assert docs["InferencePool", "mistral-7b"]["apiVersion"] == "inference.networking.x-k8s.io/v1alpha2"
     pool = docs["InferencePool", "mistral-7b"]["spec"]
     assert pool["targetPortNumber"] == 8000
-    assert pool["extensionRef"]["name"] == "my-epp" and pool["extensionRef"]["portNumber"] == 9003
+    # eppServiceName names nothing any more: each pool gets its own generated picker (<model>-epp).
+    assert pool["extensionRef"]["name"] == "mistral-7b-epp" and pool["extensionRef"]["portNumber"] == 9003
+    assert docs["Service", "mistral-7b-epp"]["spec"]["ports"][0]["port"] == 9003
     assert docs["HTTPRoute", "mistral-7b"]["spec"]["parentRefs"][0]["name"] == "my-gateway"
     assert ("InferencePool", "phi-gguf") not in docs and ("InferencePool", "gemma-gpu") not in docs
 

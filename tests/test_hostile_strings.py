@@ -152,10 +152,10 @@ PLAIN: dict[str, str] = {
     "gpu_product": "NVIDIA-A100-SXM4-80GB",
     "sync_interval": "15m",
     "sync_timeout": "1h30m",
+    "gateway_request_timeout": "45m",
 }
 # Where a value is used, when that is not a YAML scalar equal to it.
 USED_AS: dict[str, Callable[[str], str]] = {
-    "release_name": lambda v: f"{v}-inference-gateway-epp",  # the endpoint picker Service, computed
 }
 USED_IN_TEXT: dict[str, tuple[str, Callable[[str], str]]] = {
     "kubernetes_version": ("Makefile", lambda v: f"\nKUBERNETES_VERSION ?= {v}\n"),

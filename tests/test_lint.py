@@ -47,6 +47,13 @@ BAD = {
     "privilege-escalation": (["InferenceService llm/tiny"], "allowPrivilegeEscalation: true"),
     "ns-pod-security": (["Namespace llm"], "enforce is privileged"),
     "ns-network-policy": (["Namespace llm", "NetworkPolicy llm/default-ingress"], "admits traffic from anywhere"),
+    "pool-endpoint-picker": (["InferencePool llm/everything", "InferencePool llm/gpu-models",
+                              "InferencePool llm/gpu-models", "InferencePool llm/qwen"],
+                             "qwen-epp serves pool qwen, not gpu-models"),
+    "route-timeout": (["HTTPRoute llm/qwen"], "without timeouts.request"),
+    "route-openai-path": (["HTTPRoute llm/qwen"], "reaches qwen as /v1/chat/completions, but it serves the OpenAI "
+                          "API under /openai/v1/"),
+    "ns-gateway-ingress": (["NetworkPolicy llm/default-ingress"] * 3, "no ingress rule admits namespace kourier-system"),
     "runtime-admission": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
                           "like KServe v0.20.0's kserve-huggingfaceserver-multinode"),
 }
@@ -111,6 +118,7 @@ def test_each_way_a_secret_exists_counts(tmp_path):
     ("lint:\n  externalSecret: [a]\n", "unknown key lint.externalSecret: allowed keys are externalSecrets"),
     ("lints: {}\n", "unknown key 'lints': allowed keys are lint"),
     ("lint:\n  externalSecrets: hf-secret\n", "lint.externalSecrets must be a list of Secret names"),
+    ("lint:\n  gatewayNamespaces: istio-system\n", "lint.gatewayNamespaces must be a list"),
     ("- lint\n", "must be a mapping"),
     ("lint: [\n", "not valid YAML"),
 ])
@@ -362,3 +370,42 @@ def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release)
             fmt.update(autoSelect=True, priority=2)
     found = [(f.resource, f.message.split(" like ")[1].split(",")[0]) for f in lint.runtime_admission(env)]
     assert found == [("ClusterServingRuntime kserve-vllm", f"KServe {release}'s kserve-huggingfaceserver-multinode")]
+
+
+@pytest.mark.parametrize("path, rules, forwarded", [
+    ("/v1/models", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "filters": [
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/openai/v1"}}}]},
+     {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}], "/openai/v1/models"),
+    ("/openai/v1/models", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}]},
+                           {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}], "/openai/v1/models"),
+    ("/v10/x", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}]}], None),  # prefixes match segments
+    ("/v1/x", [{}], "/v1/x"),  # no matches: every path
+])
+def test_forwarded_path_follows_gateway_api_matching(path, rules, forwarded):
+    assert lint._forwarded_path(path, rules) == forwarded
+
+
+# --- ns-gateway-ingress: the NetworkPolicy follows gateway_implementation ---------------------------------------
+
+
+@pytest.mark.parametrize("answers, admitted, cidrs", [
+    ({"gateway_implementation": "envoy-gateway"}, {"envoy-gateway-system", "knative-serving", "kourier-system"}, []),
+    ({"gateway_implementation": "gke", "deployment_mode": "Standard"}, set(), ["130.211.0.0/22", "35.191.0.0/16"]),
+    ({"gateway_implementation": "istio", "knative_ingress": "contour"},
+     {"istio-system", "knative-serving", "contour-external", "contour-internal"}, []),
+], ids=["envoy-gateway-kourier", "gke-standard", "istio-contour"])
+def test_network_policy_admits_the_gateway_implementation(tmp_path, answers, admitted, cidrs):
+    repo = render.render(tmp_path / "repo", {"catalog_models": ["qwen25-0-5b-gguf"], **answers})
+    [policy] = [d for d in yaml.safe_load_all((repo / "platform" / "networkpolicy.yaml").read_text()) if d]
+    peers = policy["spec"]["ingress"][0]["from"]
+    names = {v for p in peers for e in (p.get("namespaceSelector") or {}).get("matchExpressions", []) for v in e["values"]}
+    assert names - {"monitoring"} == admitted  # monitoring: the monitoring component, when selected
+    assert sorted(p["ipBlock"]["cidr"] for p in peers if "ipBlock" in p) == cidrs
+    report = lint.lint_paths([repo])
+    assert report.ok, report.failures()
+    # The repo tells lint where the gateway runs: drop one source from the policy and the rule says so.
+    text = (repo / "platform" / "networkpolicy.yaml").read_text()
+    dropped = sorted(admitted)[0] if admitted else cidrs[0]
+    (repo / "platform" / "networkpolicy.yaml").write_text(
+        text.replace(f"                  - {dropped}\n", "").replace(f"            cidr: {dropped}\n", "            cidr: 10.0.0.0/8\n"))
+    assert {f.rule for f in lint.lint_paths([repo]).findings} == {"ns-gateway-ingress"}

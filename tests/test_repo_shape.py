@@ -77,6 +77,10 @@ CORE_KINDS = {
     ("", "ServiceAccount"): ("Namespaced", "serviceaccounts"),
     ("", "Secret"): ("Namespaced", "secrets"),
     ("", "ConfigMap"): ("Namespaced", "configmaps"),
+    ("", "Service"): ("Namespaced", "services"),
+    ("apps", "Deployment"): ("Namespaced", "deployments"),
+    ("rbac.authorization.k8s.io", "Role"): ("Namespaced", "roles"),
+    ("rbac.authorization.k8s.io", "RoleBinding"): ("Namespaced", "rolebindings"),
     ("scheduling.k8s.io", "PriorityClass"): ("Cluster", "priorityclasses"),
     ("networking.k8s.io", "NetworkPolicy"): ("Namespaced", "networkpolicies"),
     ("rbac.authorization.k8s.io", "ClusterRole"): ("Cluster", "clusterroles"),
@@ -385,9 +389,15 @@ def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], paths: l
     (role,) = [o for o in objs if o["kind"] == "ClusterRole"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
-    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    managed = {(g, r) for rule in role["rules"] if "create" in rule["verbs"]
+               for g in rule["apiGroups"] for r in rule["resources"]}
     needed = {(kind[0], resource_info(kind)[1]) for p in paths for kind in kinds_synced(repo, p.removeprefix("./"))}
-    assert granted == needed
+    assert managed == needed
+    # Beyond that, only what the endpoint pickers' Roles grant (RBAC lets only a holder grant it): read-only.
+    extra = [rule for rule in role["rules"] if "create" not in rule["verbs"]]
+    assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in extra)
+    assert bool(extra) == any(k == ("rbac.authorization.k8s.io", "Role") for p in paths
+                              for k in kinds_synced(repo, p.removeprefix("./")))
     assert all("*" not in rule["verbs"] for rule in role["rules"])
 
 

@@ -24,7 +24,6 @@ from . import releases, render
 from .errors import InputError
 
 DEFAULT_NAMESPACE = "llm-platform"  # the seed README's `helm install --namespace`
-DEFAULT_RELEASE = "model-serving"  # the seed README's release name; its endpoint picker's name derives from it
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,8 @@ MAPPING: tuple[SeedKey, ...] = (
     SeedKey("inferencePool.enabled", "bool", False, "environments[].components",
             "true: inference-pool; needs a vLLM model (only vLLM models join a pool)"),
     SeedKey("inferencePool.targetPort", "int", 8080, "inference_pool_target_port"),
-    SeedKey("inferencePool.eppServiceName", "str", "", "epp_service_name",
-            "empty: `<release_name>-inference-gateway-epp`; release_name is --release-name (default model-serving)"),
+    SeedKey("inferencePool.eppServiceName", "str", "", "(none)",
+            "one endpoint picker per pool is generated (`<model>-epp`): a picker serves exactly one pool"),
     SeedKey("inferencePool.eppServicePort", "int", 9002, "epp_service_port"),
     SeedKey("inferencePoolRoute.enabled", "bool", False, "(none)",
             "the inference-pool component always routes the gateway to its pools: false with a pool is refused"),
@@ -228,8 +227,7 @@ def _is_tolerations(value: Any) -> bool:
 # --- values -> answers --------------------------------------------------------------------------------------
 
 
-def import_values(data: Any, *, source: str = "values", namespace: str = DEFAULT_NAMESPACE,
-                  release_name: str = DEFAULT_RELEASE) -> dict[str, Any]:
+def import_values(data: Any, *, source: str = "values", namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     """The Copier answers for a parsed seed values file, in copier.yml's question order."""
     values = Values(data, source)
     answers: dict[str, Any] = {"namespace": namespace}
@@ -274,7 +272,7 @@ def import_values(data: Any, *, source: str = "values", namespace: str = DEFAULT
         answers["hf_secret_name"] = _hf_secret_name(values)
     if values.get("inferencePool.enabled") or values.get("inferencePoolRoute.enabled"):
         components.append("inference-pool")
-        answers.update(_pool_answers(values, models, release_name))
+        answers.update(_pool_answers(values, models))
     # One environment, as the chart is one release: GPU nodes when a model needs them (or, with no model, to
     # run the vLLM runtime), else CPU-only.
     gpu = any(m["gpus"] > 0 for m in models) or (not models and "vllm" in runtimes)
@@ -424,7 +422,7 @@ def _hf_secret_name(values: Values) -> str:
     return name
 
 
-def _pool_answers(values: Values, models: list[dict], release_name: str) -> dict[str, Any]:
+def _pool_answers(values: Values, models: list[dict]) -> dict[str, Any]:
     if not values.get("inferencePool.enabled"):
         raise values.error("inferencePoolRoute.enabled", "the route's backend is the InferencePool: set "
                            "inferencePool.enabled: true as well")
@@ -434,8 +432,8 @@ def _pool_answers(values: Values, models: list[dict], release_name: str) -> dict
     if not any(m["runtime"] == "vllm" for m in models):
         raise values.error("inferencePool.enabled", "the pool routes to vLLM model pods and no vLLM model is "
                            "enabled: set inferenceService.enabled: true, or remove inferencePool")
-    out: dict[str, Any] = {"release_name": release_name}
-    for key in ("inferencePool.targetPort", "inferencePool.eppServiceName", "inferencePool.eppServicePort",
+    out: dict[str, Any] = {}
+    for key in ("inferencePool.targetPort", "inferencePool.eppServicePort",
                 "inferencePoolRoute.gatewayName"):
         if key in values.set:
             out[KEYS[key].answer] = values.set[key]
@@ -453,8 +451,7 @@ def _in_question_order(answers: dict[str, Any]) -> dict[str, Any]:
 # --- files and CLI ------------------------------------------------------------------------------------------
 
 
-def import_file(values_path: Path, out: Path, *, namespace: str = DEFAULT_NAMESPACE,
-                release_name: str = DEFAULT_RELEASE) -> dict[str, Any]:
+def import_file(values_path: Path, out: Path, *, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     """Read VALUES and write the data file OUT (atomically, once everything checked out); returns the answers."""
     try:
         data = yaml.safe_load(values_path.read_text())
@@ -462,7 +459,7 @@ def import_file(values_path: Path, out: Path, *, namespace: str = DEFAULT_NAMESP
         raise InputError(f"{values_path}: cannot read it: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"{values_path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    answers = import_values(data, source=str(values_path), namespace=namespace, release_name=release_name)
+    answers = import_values(data, source=str(values_path), namespace=namespace)
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist: create it or choose another -o")
     text = (f"# Copier answers for the seed chart values in {values_path.name}, written by\n"
@@ -485,7 +482,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
     if args.values is None or args.out is None:
         raise InputError("import-helm-values: give VALUES.yaml and -o ANSWERS.yml (or --print-mapping)")
-    answers = import_file(args.values, args.out, namespace=args.namespace, release_name=args.release_name)
+    answers = import_file(args.values, args.out, namespace=args.namespace)
     models = answers["catalog_models"] + [m["name"] for m in answers["custom_models"]]
     envs = "; ".join(f"{e['name']} ({', '.join(e['components'])})" for e in answers["environments"])
     print(f"wrote {args.out}: runtimes {', '.join(answers['runtimes'])}; models {', '.join(models) or '(none)'}; "
@@ -503,7 +500,5 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("values", nargs="?", type=Path, metavar="VALUES.yaml", help="values file of the seed chart")
     parser.add_argument("-o", "--out", type=Path, metavar="ANSWERS.yml", help="the Copier data file to write")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the chart's namespace (default: %(default)s)")
-    parser.add_argument("--release-name", default=DEFAULT_RELEASE,
-                        help="the chart's Helm release name; names the endpoint picker (default: %(default)s)")
     parser.add_argument("--print-mapping", action="store_true", help="print the seed key -> answer table (Markdown)")
     parser.set_defaults(func=cmd_import)

@@ -31,6 +31,7 @@ that holds one): `lint: {externalSecrets: [names]}` lists Secrets that are creat
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,7 +49,7 @@ from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
 # Every key .servingops.yaml may hold; anything else is a typo and an error.
-SETTINGS_KEYS = {"lint": {"externalSecrets"}}
+SETTINGS_KEYS = {"lint": {"externalSecrets", "gatewayNamespaces", "gatewayCidrs"}}
 
 GPU = "nvidia.com/gpu"
 KSERVE = "serving.kserve.io"
@@ -143,6 +144,8 @@ class LintReport:
 @dataclass(frozen=True)
 class Settings:
     external_secrets: frozenset[str] = frozenset()
+    gateway_namespaces: tuple[str, ...] = ()  # where the gateway's (and Knative's) pods run
+    gateway_cidrs: tuple[str, ...] = ()  # where a cloud load balancer's traffic comes from
 
 
 def find_repo_root(path: Path) -> Path | None:
@@ -176,10 +179,17 @@ def load_settings(root: Path | None) -> Settings:
                 raise InputError(
                     f"{path}: unknown key {key}.{sub}: allowed keys are {', '.join(sorted(SETTINGS_KEYS[key]))}"
                 )
-    names = (data.get("lint") or {}).get("externalSecrets") or []
+    lint_settings = data.get("lint") or {}
+    names = lint_settings.get("externalSecrets") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise InputError(f"{path}: lint.externalSecrets must be a list of Secret names, e.g. [hf-secret]")
-    return Settings(frozenset(names))
+    lists = {}
+    for key, example in (("gatewayNamespaces", "[envoy-gateway-system]"), ("gatewayCidrs", "[35.191.0.0/16]")):
+        value = lint_settings.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise InputError(f"{path}: lint.{key} must be a list, e.g. {example}")
+        lists[key] = tuple(value)
+    return Settings(frozenset(names), lists["gatewayNamespaces"], lists["gatewayCidrs"])
 
 
 # --- what one environment deploys ---------------------------------------------------------------------
@@ -718,6 +728,96 @@ def pool_non_vllm(env: Environment) -> Iterator[Finding]:
                                f"({', '.join(others)}): narrow the selector to vLLM InferenceServices")
 
 
+@rule("pool-endpoint-picker", "each InferencePool's endpoint picker Service leads to a Deployment serving that pool "
+      "and only that pool (--pool-name)")
+def pool_endpoint_picker(env: Environment) -> Iterator[Finding]:
+    # An endpoint picker watches exactly one pool, named by --pool-name: pools sharing one picker, or a picker
+    # nobody deploys, leave the gateway without endpoints for all but one of them.
+    served: dict[tuple[str, str], list[str]] = {}  # picker Deployment -> pools referring to it
+    for pool in env.kind("InferencePool"):
+        name, port = _picker_ref(pool)
+        services = [s for s in env.kind("Service", pool.namespace) if s.name == name]
+        if not name or not services:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name or '(none)'} is not deployed "
+                               "with this environment: add its Deployment and Service (the inference-pool component "
+                               "generates <pool>-epp) or fix the pool's endpointPickerRef")
+            continue
+        service = services[0]
+        ports = [p.get("port") for p in _get(service.obj, "spec", "ports", default=[]) or [] if isinstance(p, dict)]
+        if port is not None and port not in ports:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name} has no port {port} (it has "
+                               f"{', '.join(map(str, ports)) or 'none'}): fix the pool's port or the Service")
+        selector = _get(service.obj, "spec", "selector", default={}) or {}
+        pickers = [d for d in env.kind("Deployment", service.namespace) if selector and all(
+            str(_get(d.obj, "spec", "template", "metadata", "labels", k, default="\0")) == str(v)
+            for k, v in selector.items())]
+        if len(pickers) != 1:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Service {name} selects {len(pickers)} "
+                               "Deployments: its selector must match exactly one endpoint picker Deployment")
+            continue
+        picker = pickers[0]
+        served.setdefault((picker.namespace, picker.name), []).append(pool.name)
+        containers = [c for c in _containers(_get(picker.obj, "spec", "template", "spec", default={}))
+                      if _flag(c.args, *POOL_NAME_FLAGS) is not None]
+        pool_names = {_flag(c.args, *POOL_NAME_FLAGS) for c in containers}
+        namespaces = {_flag(c.args, *POOL_NAMESPACE_FLAGS) for c in containers} - {None}
+        if pool_names != {pool.name}:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker.name} serves pool "
+                               f"{', '.join(sorted(map(str, pool_names))) or '(no --pool-name)'}, not {pool.name}: set "
+                               f"its --pool-name to {pool.name}")
+        elif pool.namespace and namespaces - {pool.namespace}:
+            yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker.name} watches namespace "
+                               f"{', '.join(sorted(namespaces))}, not {pool.namespace}: set its --pool-namespace to "
+                               f"{pool.namespace}")
+    for (_, picker), pools in sorted(served.items()):
+        if len(pools) > 1:
+            for pool in env.kind("InferencePool"):
+                if pool.name in pools:
+                    yield pool.finding("pool-endpoint-picker", f"endpoint picker Deployment {picker} is shared by "
+                                       f"pools {', '.join(sorted(pools))}, and a picker serves one pool: give each "
+                                       "pool its own picker")
+
+
+@rule("route-timeout", "every HTTPRoute rule to an InferencePool sets timeouts.request (gateways cut long "
+      "generations at their default)")
+def route_timeout(env: Environment) -> Iterator[Finding]:
+    for route, number, route_rule, pools in _pool_route_rules(env):
+        if pools and not _get(route_rule, "timeouts", "request"):
+            yield route.finding("route-timeout", f"rule {number} sends to InferencePool {', '.join(pools)} without "
+                                "timeouts.request, so the gateway's default (often 15s) cuts long generations: set "
+                                "timeouts.request (answer gateway_request_timeout)")
+
+
+@rule("route-openai-path", "an OpenAI client's /v1/... reaches each pooled model server's OpenAI routes "
+      "(huggingfaceserver serves them under /openai/v1)")
+def route_openai_path(env: Environment) -> Iterator[Finding]:
+    # KServe's huggingfaceserver registers the OpenAI API under KSERVE_OPENAI_ROUTE_PREFIX (default /openai;
+    # python/kserve/kserve/protocol/rest/openai/endpoints.py); vLLM's own image serves it at /v1.
+    predictors = {(p.res.namespace, p.res.name): p for p in env.pods() if p.component == "predictor"}
+    pools = {(pool.namespace, pool.name): [predictors[(pool.namespace, n)] for n, _ in matched
+                                           if (pool.namespace, n) in predictors]
+             for pool, _, matched in _pool_matches(env)}
+    routes: dict[tuple[str, str], list[tuple[Resource, dict]]] = {}  # pool -> (route, rule) sending to it
+    for route, _, route_rule, names in _pool_route_rules(env):
+        for name in names:
+            routes.setdefault((route.namespace, name), []).append((route, route_rule))
+    client = "/v1/chat/completions"
+    for key, sent in sorted(routes.items(), key=lambda item: item[0]):
+        forwarded = _forwarded_path(client, [r for _, r in sent])
+        for pod in pools.get(key, []):
+            prefix = _openai_prefix(env, pod)
+            if prefix is None:
+                continue
+            route = sent[0][0]
+            if forwarded is None:
+                yield route.finding("route-openai-path", f"no rule matches {client}, so OpenAI clients get 404 "
+                                    f"from {pod.res.name}: add a PathPrefix /v1 match")
+            elif not forwarded.startswith(prefix + "/v1/"):
+                yield route.finding("route-openai-path", f"{client} reaches {pod.res.name} as {forwarded}, but it "
+                                    f"serves the OpenAI API under {prefix}/v1/ (404): rewrite the /v1 prefix "
+                                    f"to {prefix}/v1 (URLRewrite ReplacePrefixMatch)")
+
+
 # --- the catalogue: GPUs ------------------------------------------------------------------------------
 
 
@@ -859,6 +959,30 @@ def ns_network_policy(env: Environment) -> Iterator[Finding]:
                                          "anywhere: list the allowed sources under `from`")
 
 
+@rule("ns-gateway-ingress", "the models' NetworkPolicy admits the gateway's data plane (lint.gatewayNamespaces, "
+      "lint.gatewayCidrs: from the answer gateway_implementation)")
+def ns_gateway_ingress(env: Environment) -> Iterator[Finding]:
+    # Envoy Gateway's proxies run in envoy-gateway-system, Kourier's in kourier-system, GKE's load balancers come
+    # from Google's ranges: a policy admitting only istio-system blocks them all.
+    wanted = [("namespace", n) for n in env.settings.gateway_namespaces] + [("cidr", c) for c in env.settings.gateway_cidrs]
+    if not wanted:
+        return
+    for ns, isvc in _model_namespaces(env):
+        policies = [p for p in env.kind("NetworkPolicy", ns)
+                    if "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) and _selects_all(p)]
+        if not policies:
+            continue  # ns-network-policy reports the missing policy
+        owner = policies[0]
+        for what, value in wanted:
+            if not any(_admits(rule, what, value) for p in policies
+                       for rule in _get(p.obj, "spec", "ingress", default=[]) or []):
+                source = f"namespace {value}" if what == "namespace" else f"addresses {value}"
+                yield owner.finding("ns-gateway-ingress", f"no ingress rule admits {source}, where the gateway's "
+                                    f"traffic comes from: admit it (answers gateway_implementation, knative_ingress) "
+                                    f"or fix lint.gateway{'Namespaces' if what == 'namespace' else 'Cidrs'} in "
+                                    f"{SETTINGS_FILE}")
+
+
 # --- helpers the rules share --------------------------------------------------------------------------
 
 
@@ -944,6 +1068,72 @@ def _admitted_containers(env: Environment) -> Iterator[tuple[Resource, str, dict
             yield res, c.where, c.spec
 
 
+POOL_NAME_FLAGS = ("--pool-name", "-pool-name", "-poolName", "--poolName")
+POOL_NAMESPACE_FLAGS = ("--pool-namespace", "-pool-namespace", "-poolNamespace", "--poolNamespace")
+
+
+def _picker_ref(pool: Resource) -> tuple[str, int | None]:
+    """(Service name, port) of a pool's endpoint picker: v1 endpointPickerRef, v1alpha2 extensionRef."""
+    spec = _get(pool.obj, "spec", default={})
+    if isinstance(spec.get("endpointPickerRef"), dict):
+        ref = spec["endpointPickerRef"]
+        return str(ref.get("name") or ""), _get(ref, "port", "number")
+    ref = spec.get("extensionRef") if isinstance(spec.get("extensionRef"), dict) else {}
+    return str(ref.get("name") or ""), ref.get("portNumber")
+
+
+def _pool_route_rules(env: Environment) -> Iterator[tuple[Resource, int, dict, list[str]]]:
+    """(route, rule number, rule, names of the InferencePools it sends to) of every HTTPRoute rule."""
+    for route in env.kind("HTTPRoute"):
+        for number, route_rule in enumerate(_get(route.obj, "spec", "rules", default=[]) or []):
+            if isinstance(route_rule, dict):
+                refs = [r for r in route_rule.get("backendRefs") or [] if isinstance(r, dict)]
+                yield route, number, route_rule, [str(r.get("name")) for r in refs if r.get("kind") == "InferencePool"]
+
+
+def _forwarded_path(path: str, rules: list[dict]) -> str | None:
+    """The path a backend receives for `path` through the best-matching rule (longest PathPrefix or Exact),
+    after its URLRewrite; None when no rule matches."""
+    best: tuple[int, str, dict] | None = None
+    for route_rule in rules:
+        for match in route_rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+            kind = _get(match, "path", "type", default="PathPrefix")
+            value = str(_get(match, "path", "value", default="/"))
+            prefix = value.rstrip("/")
+            hit = path == value if kind == "Exact" else (path == prefix or path.startswith(prefix + "/"))
+            if hit and (best is None or len(value) > best[0]):
+                best = (len(value), prefix, route_rule)
+    if best is None:
+        return None
+    _, prefix, route_rule = best
+    for f in route_rule.get("filters") or []:
+        rewrite = _get(f, "urlRewrite", "path", default={}) if _get(f, "type") == "URLRewrite" else {}
+        if rewrite.get("type") == "ReplacePrefixMatch":
+            return str(rewrite.get("replacePrefixMatch") or "").rstrip("/") + path[len(prefix):]
+        if rewrite.get("type") == "ReplaceFullPath":
+            return str(rewrite.get("replaceFullPath") or "/")
+    return path
+
+
+def _openai_prefix(env: Environment, pod: Pod) -> str | None:
+    """Where a model server serves the OpenAI API ('' = at /v1), or None for servers this does not know."""
+    if pod.model is None:
+        return None
+    repository = re.split(r"[@:]", pod.model.image.rsplit("/", 1)[-1])[0]
+    if repository == "vllm-openai":
+        return ""
+    if repository != "huggingfaceserver":
+        return None
+    runtime = env.runtime(pod.res)
+    runtime_containers = _containers(_get(runtime.obj, "spec", default={})) if runtime is not None else []
+    for container in [pod.model.spec] + [c.spec for c in runtime_containers if c.spec.get("name") == "kserve-container"]:
+        for var in container.get("env") or []:
+            if isinstance(var, dict) and var.get("name") == "KSERVE_OPENAI_ROUTE_PREFIX" and "value" in var:
+                value = str(var.get("value") or "")
+                return ("/" + value.lstrip("/")).rstrip("/") if value else ""
+    return "/openai"
+
+
 def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:
     """(pool, its selector shown, [(InferenceService name, serves with vLLM)] whose predictor pods it selects)."""
     servers = []  # (namespace, name, pod labels, is vLLM) of each InferenceService's predictor pods
@@ -981,6 +1171,52 @@ def _avoids_gpus(pod: Pod) -> bool:
         _get(e, "key") == "nvidia.com/gpu.present" and _get(e, "operator") == "DoesNotExist"
         for t in terms if isinstance(t, dict) for e in t.get("matchExpressions") or []
     )
+
+
+def _admits(ingress, what: str, value: str) -> bool:
+    """An ingress rule admits every pod of namespace `value` (what=namespace) or the addresses `value` (cidr)."""
+    if not isinstance(ingress, dict):
+        return False
+    peers = ingress.get("from") or []
+    if not peers:
+        return True  # from anywhere
+    for peer in peers:
+        if not isinstance(peer, dict):
+            continue
+        if what == "cidr" and isinstance(peer.get("ipBlock"), dict):
+            try:
+                block = ipaddress.ip_network(str(peer["ipBlock"].get("cidr")), strict=False)
+                wanted = ipaddress.ip_network(value, strict=False)
+                excepted = [ipaddress.ip_network(str(e), strict=False) for e in peer["ipBlock"].get("except") or []]
+            except ValueError:
+                continue
+            if wanted.version == block.version and wanted.subnet_of(block) and not any(
+                    wanted.overlaps(e) for e in excepted if e.version == wanted.version):
+                return True
+        if what == "namespace" and "namespaceSelector" in peer and not _get(peer, "podSelector", default={}):
+            if _selector_matches(peer.get("namespaceSelector") or {}, {"kubernetes.io/metadata.name": value}):
+                return True
+    return False
+
+
+def _selector_matches(selector: dict, labels: dict) -> bool:
+    """A label selector matches an object with exactly these labels (what is known of a namespace)."""
+    if not isinstance(selector, dict):
+        return False
+    if any(labels.get(str(k)) != str(v) for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = str(_get(expr, "key", default="")), _get(expr, "operator"), list(_get(expr, "values", default=[]) or [])
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
 
 
 def _selects_all(policy: Resource) -> bool:
