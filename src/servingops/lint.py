@@ -43,7 +43,7 @@ from .build import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
     kustomization_refs, print_report, render_targets, split_documents,
 )
-from . import kserve
+from . import capacity, kserve
 from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
@@ -771,6 +771,95 @@ def gpu_on_cpu(env: Environment) -> Iterator[Finding]:
             "is in a CPU-only environment (cpu component)"
         yield res.finding("gpu-on-cpu", f"{c.where} requests {c.gpus} {GPU} but {why}: drop the GPUs or "
                           "deploy it to a GPU environment")
+
+
+# --- the catalogue: capacity and rollouts -------------------------------------------------------------
+
+# Model format -> the runtime whose arithmetic applies (overlays-catalog/capacity.yml).
+CAPACITY_RUNTIMES = {"gguf": "llamacpp", "ollama": "ollama", "huggingface": "vllm"}
+
+
+@rule("capacity", "a model with model-serving.io/capacity figures fits its memory limit or GPUs, and requests "
+      "ephemeral-storage for its download")
+def capacity_rule(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        if pod.res.kind != "InferenceService" or pod.model is None:
+            continue
+        raw = _get(pod.res.obj, "metadata", "annotations", capacity.ANNOTATION)
+        if raw is None:
+            continue
+        try:
+            figures = yaml.safe_load(str(raw))
+            assert isinstance(figures, dict) and all(isinstance(figures.get(k), (int, float)) for k in capacity.FIGURES)
+        except (yaml.YAMLError, AssertionError):
+            yield pod.res.finding("capacity", f"{capacity.ANNOTATION} is not a mapping of numbers "
+                                  f"{', '.join(capacity.FIGURES)}: fix the figures (overlays-catalog/models.yml)")
+            continue
+        settings = _capacity_settings(env, pod)
+        if settings is not None:
+            result = capacity.need(figures, settings)
+            if result["need"] > result["have"] >= 0:
+                if result["limit"] == "memory":
+                    limit = _get(pod.model.resources, "limits", "memory")
+                    yield pod.res.finding("capacity", f"needs {result['need']} MiB ({capacity.summary(result)}) but "
+                                          f"its memory limit is {limit} ({result['have']} MiB): raise the limit to "
+                                          f"{-(-result['need'] // 1024)}Gi or lower the context or cache")
+                else:
+                    yield pod.res.finding("capacity", f"needs {result['need']} MiB per GPU ({capacity.summary(result)})"
+                                          f" but its GPU offers {result['have']} MiB: use more or larger GPUs, or "
+                                          "lower the context")
+        downloads = bool(pod.model.spec.get("storageUri")) and not str(pod.model.spec["storageUri"]).startswith("pvc://")
+        downloads = downloads or settings is not None and settings.runtime == "ollama" \
+            or _flag(pod.model.args, "--hf-file", "-hff") is not None
+        wanted = capacity.ephemeral_gi(figures) if figures.get("downloadBytes") else 0
+        got = capacity.quantity_mib(_get(pod.model.resources, "requests", "ephemeral-storage"))
+        if downloads and wanted and got < wanted * 1024:
+            yield pod.res.finding("capacity", f"downloads {figures['downloadBytes']} bytes to the node's disk but "
+                                  f"requests {'no' if got < 0 else str(got) + ' MiB of'} ephemeral-storage: request {wanted}Gi")
+
+
+def _capacity_settings(env: Environment, pod: Pod) -> capacity.Settings | None:
+    """What the built pod runs with: the runtime's container merged with the model (args appended, env by name)."""
+    model = pod.model
+    fmt = str(_get(model.spec, "modelFormat", "name", default="")).lower()
+    runtime = CAPACITY_RUNTIMES.get(fmt)
+    if runtime is None or runtime == "vllm" and not _is_vllm(model):
+        return None
+    defaults = capacity.coefficients()["runtime_defaults"]
+    env_vars: dict[str, str] = {}
+    rt = env.runtime(pod.res)
+    base = next(iter(_get(rt.obj, "spec", "containers", default=[]) or []), {}) if rt is not None else {}
+    for item in list(base.get("env") or []) + list(model.spec.get("env") or []):
+        if isinstance(item, dict) and "value" in item:
+            env_vars[str(item.get("name"))] = str(item["value"])
+    product = str(_get(pod.spec, "nodeSelector", "nvidia.com/gpu.product", default=""))
+    gpu_mib = capacity.coefficients()["gpu_memory_mib"].get(product, 0)
+    memory = capacity.quantity_mib(_get(model.resources, "limits", "memory"))
+
+    def number(text, default, kind=int):
+        try:
+            return kind(text) if text is not None else default
+        except ValueError:
+            return default
+
+    if runtime == "llamacpp":
+        ctx = number(_flag(model.args, "--ctx-size", "-c"), 0)
+        if ctx <= 0:  # 0: the model's own training context, unknown here
+            return None
+        return capacity.Settings("llamacpp", model.gpus, 1, memory, 0, ctx,
+                                 cache_ram=number(_flag(model.args, "--cache-ram", "-cram"),
+                                                  defaults["llamacpp_cache_ram_mib"]))
+    if runtime == "ollama":
+        return capacity.Settings("ollama", model.gpus, 1, memory, gpu_mib,
+                                 number(env_vars.get("OLLAMA_CONTEXT_LENGTH"), defaults["ollama_context_length"]),
+                                 parallel=number(env_vars.get("OLLAMA_NUM_PARALLEL"), defaults["ollama_num_parallel"]))
+    max_len = number(_flag(model.args, "--max-model-len", "--max_model_len"), 0)
+    if max_len <= 0:  # vLLM then takes the model's own maximum, unknown here
+        return None
+    tp = number(_flag(model.args, "--tensor-parallel-size", "--tensor_parallel_size", "-tp"), 1)
+    utilization = number(_flag(model.args, "--gpu-memory-utilization", "--gpu_memory_utilization"),
+                         defaults["vllm_gpu_memory_utilization"], float)
+    return capacity.Settings("vllm", model.gpus, max(tp, 1), memory, gpu_mib, max_len, utilization=utilization)
 
 
 # --- the catalogue: containers ------------------------------------------------------------------------
