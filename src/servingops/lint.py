@@ -215,6 +215,20 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
     return list(dict.fromkeys(frozenset(g) for g in groups.values()))
 
 
+def _entry_points(root: Path, layers: dict[Path, str]) -> list[tuple["Resource", str]]:
+    """The Flux Kustomizations and Argo CD Applications under clusters/ that sync one of `layers` (path -> label)."""
+    found = []
+    for file in _yaml_files(root / "clusters"):
+        for doc in _load_all(file):
+            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+            sources = [spec] if doc.get("kind") == "Kustomization" else [spec.get("source")] + list(spec.get("sources") or [])
+            for source in sources:
+                path = source.get("path") if isinstance(source, dict) else None
+                if isinstance(path, str) and path and (root / path).resolve() in layers:
+                    found.append((Resource(display_path(file), doc), layers[(root / path).resolve()]))
+    return found
+
+
 def _includes(folder: Path, seen: set[Path] | None = None) -> set[Path]:
     """Kustomization folders `folder` builds in as resources, transitively."""
     seen = set() if seen is None else seen
@@ -271,6 +285,7 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
         docs = [Resource(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
         errors = [(units[m].label, units[m].error) for m in members if units[m].error]
         env = Environment(docs, load_settings(root), errors, kserve.repo_release(root))
+        env.entry_points = _entry_points(root, {m: units[m].label for m in members}) if root else []
         for unit in RULES.values():
             findings += unit.check(env)
         seen |= {r.name for r in docs if _plaintext_secret(r)}
@@ -491,6 +506,9 @@ class Environment:
         self.settings = settings
         self.build_errors = list(build_errors)  # (overlay, error) of the members that did not build
         self.release = release  # the KServe release tag the repo targets (kserve.repo_release)
+        # GitOps entry points (clusters/) that sync this environment's layers: (Flux Kustomization or Argo CD
+        # Application, the label of the layer it syncs).
+        self.entry_points: list[tuple[Resource, str]] = []
         self._pods: list[Pod] | None = None
         self.by_kind: dict[str, list[Resource]] = {}
         for res in docs:
@@ -860,6 +878,41 @@ def _capacity_settings(env: Environment, pod: Pod) -> capacity.Settings | None:
     utilization = number(_flag(model.args, "--gpu-memory-utilization", "--gpu_memory_utilization"),
                          defaults["vllm_gpu_memory_utilization"], float)
     return capacity.Settings("vllm", model.gpus, max(tp, 1), memory, gpu_mib, max_len, utilization=utilization)
+
+
+PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
+FLUX_KUSTOMIZE = "kustomize.toolkit.fluxcd.io"
+
+
+@rule("timeouts", "a Flux Kustomization waits (spec.timeout) at least as long as the progress deadline of every "
+      "model it deploys")
+def timeouts(env: Environment) -> Iterator[Finding]:
+    deadlines: dict[str, list[tuple[int, str, Resource]]] = {}  # layer label -> (seconds, deadline, model)
+    for isvc in env.kind("InferenceService"):
+        deadline = _get(isvc.obj, "metadata", "annotations", PROGRESS_DEADLINE)
+        if deadline is not None and _seconds(str(deadline)) is not None:
+            deadlines.setdefault(isvc.overlay, []).append((_seconds(str(deadline)), str(deadline), isvc))
+    # Entry points under clusters/ wait for their own layer; a Kustomization built with the models waits for them all.
+    syncs = [(ks, deadlines.get(label, [])) for ks, label in env.entry_points]
+    syncs += [(ks, [d for ds in deadlines.values() for d in ds]) for ks in env.kind("Kustomization")]
+    for ks, models in syncs:
+        if ks.kind != "Kustomization" or ks.group != FLUX_KUSTOMIZE or not models:
+            continue
+        timeout = str(_get(ks.obj, "spec", "timeout", default="") or _get(ks.obj, "spec", "interval", default=""))
+        seconds, deadline, isvc = max(models, key=lambda m: m[0])
+        waited = _seconds(timeout)
+        if waited is not None and waited < seconds:
+            yield ks.finding("timeouts", f"timeout {timeout} is shorter than InferenceService {isvc.name}'s "
+                             f"progress deadline {deadline}: Flux fails the sync while the model still loads; set "
+                             f"spec.timeout to at least {deadline} (copier answer sync_timeout)")
+
+
+def _seconds(duration: str) -> int | None:
+    """A Go duration (1h30m, 90s) in whole seconds; None when it is not one."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    if not re.fullmatch(r"([0-9]+(?:[.][0-9]+)?(?:ms|s|m|h))+", duration):
+        return None
+    return int(sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+(?:[.][0-9]+)?)(ms|s|m|h)", duration)))
 
 
 # --- the catalogue: containers ------------------------------------------------------------------------
