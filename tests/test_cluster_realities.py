@@ -53,9 +53,12 @@ def standard(template, tmp_path_factory) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def knative(template, tmp_path_factory) -> Path:
-    """Knative mode with the 4-GPU 70B (gated) and an s3:// model, synced by Flux."""
+    """Knative mode with the 4-GPU 70B (gated) and an s3:// model, synced by Flux; no inference-pool (which
+    keeps its pooled models at one replica whatever they say)."""
     return copy_repo(template, tmp_path_factory.mktemp("knative") / "repo", {
         "catalog_models": ["llama-70b", "qwen25-1-5b", "qwen-7b-gguf"], "gitops_engine": "flux",
+        "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "gated-hf", "s3"]},
+                         {"name": "cpu", "cluster": "cpu-cluster", "components": ["cpu", "s3"]}],
     })
 
 
@@ -70,7 +73,7 @@ def test_standard_gpu_models_roll_out_with_recreate(standard):
 def test_large_gpu_models_do_not_scale_to_zero(knative):
     isvcs = of_kind(built(knative), "InferenceService")
     assert isvcs["llama-70b"]["spec"]["predictor"]["minReplicas"] == 1
-    assert isvcs["qwen-7b-gguf"]["spec"]["predictor"]["minReplicas"] == 0  # (pooled models keep 1 anyway)
+    assert isvcs["qwen25-1-5b"]["spec"]["predictor"]["minReplicas"] == 0
 
 
 def test_flux_waits_for_the_longest_progress_deadline(knative, template, tmp_path):
