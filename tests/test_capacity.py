@@ -179,3 +179,12 @@ def test_hf_gguf_fetches_one_file_and_requests_disk(gguf_repo):
     assert {"name": "LLAMA_CACHE", "value": "/mnt/llama-cache"} in model["env"]
     assert model["resources"]["requests"]["ephemeral-storage"] == "1Gi"
     assert isvc["spec"]["predictor"]["volumes"][0]["emptyDir"]["sizeLimit"] == "1Gi"
+
+
+@pytest.mark.parametrize("figures", [{"parameters": "7B"}, "big", {**MODELS[0]["capacity"], "layers": True},
+                                     {**MODELS[0]["capacity"], "headDim": -1}])
+def test_custom_figures_must_be_the_six_numbers(figures, template, tmp_path):
+    model = {"name": "mine", "runtime": "llamacpp", "storageUri": "s3://models/mine.gguf", "capacity": figures}
+    with pytest.raises(ValueError, match=r"models\[mine\]\.capacity: give the numbers parameters, layers"):
+        copy_repo(template, tmp_path / "repo", {"runtimes": ["llamacpp"], "catalog_models": [],
+                                                "custom_models": [model], "s3_auth": "keyless"})

@@ -808,7 +808,8 @@ def capacity_rule(env: Environment) -> Iterator[Finding]:
             continue
         try:
             figures = yaml.safe_load(str(raw))
-            assert isinstance(figures, dict) and all(isinstance(figures.get(k), (int, float)) for k in capacity.FIGURES)
+            assert isinstance(figures, dict) and all(
+                isinstance(figures.get(k), (int, float)) and not isinstance(figures[k], bool) for k in capacity.FIGURES)
         except (yaml.YAMLError, AssertionError):
             yield pod.res.finding("capacity", f"{capacity.ANNOTATION} is not a mapping of numbers "
                                   f"{', '.join(capacity.FIGURES)}: fix the figures (overlays-catalog/models.yml)")
