@@ -174,8 +174,10 @@ def test_hf_gguf_fetches_one_file_and_requests_disk(gguf_repo):
     model = isvc["spec"]["predictor"]["model"]
     # KServe's hf:// storage initializer downloads the whole repo (every quantisation): llama-server fetches one file.
     assert "storageUri" not in model
-    assert model["args"][:4] == ["--hf-repo", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "--hf-file",
-                                 "qwen2.5-0.5b-instruct-q4_k_m.gguf"]
+    file = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    assert model["args"][:4] == ["--hf-repo", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "--hf-file", file] or (
+        model["args"][0] == "--model-url" and model["args"][1].startswith(
+            "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/") and model["args"][1].endswith("/" + file))
     assert {"name": "LLAMA_CACHE", "value": "/mnt/llama-cache"} in model["env"]
     assert model["resources"]["requests"]["ephemeral-storage"] == "1Gi"
     assert isvc["spec"]["predictor"]["volumes"][0]["emptyDir"]["sizeLimit"] == "1Gi"
@@ -188,3 +190,16 @@ def test_custom_figures_must_be_the_six_numbers(figures, template, tmp_path):
     with pytest.raises(ValueError, match=r"models\[mine\]\.capacity: give the numbers parameters, layers"):
         copy_repo(template, tmp_path / "repo", {"runtimes": ["llamacpp"], "catalog_models": [],
                                                 "custom_models": [model], "s3_auth": "keyless"})
+
+
+def test_pinned_hf_gguf_fetches_that_commits_file(template, tmp_path):
+    """A revision (hf://org/repo:rev) cannot go through --hf-repo (it takes a quant tag): the file's resolve URL."""
+    model = {"name": "pinned", "runtime": "llamacpp", "storageUri": "hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:9217f5d",
+             "file": "qwen2.5-0.5b-instruct-q4_k_m.gguf", "capacity": MODELS[3]["capacity"]}
+    assert MODELS[3]["name"] == "qwen25-0-5b-gguf"
+    repo = copy_repo(template, tmp_path / "repo", {"runtimes": ["llamacpp"], "catalog_models": [],
+                                                   "custom_models": [model]})
+    isvc = next(d for d in built_isvcs(repo) if d.get("kind") == "InferenceService")
+    assert isvc["spec"]["predictor"]["model"]["args"][:2] == [
+        "--model-url", "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/9217f5d/qwen2.5-0.5b-instruct-q4_k_m.gguf"]
+    assert lint_docs(built_isvcs(repo)) == []

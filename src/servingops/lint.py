@@ -829,7 +829,7 @@ def capacity_rule(env: Environment) -> Iterator[Finding]:
                                           "lower the context")
         downloads = bool(pod.model.spec.get("storageUri")) and not str(pod.model.spec["storageUri"]).startswith("pvc://")
         downloads = downloads or settings is not None and settings.runtime == "ollama" \
-            or _flag(pod.model.args, "--hf-file", "-hff") is not None
+            or _flag(pod.model.args, "--hf-file", "-hff", "--model-url", "-mu") is not None
         wanted = capacity.ephemeral_gi(figures) if figures.get("downloadBytes") else 0
         got = capacity.quantity_mib(_get(pod.model.resources, "requests", "ephemeral-storage"))
         if downloads and wanted and got < wanted * 1024:
