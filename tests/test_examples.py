@@ -184,7 +184,9 @@ def test_gpu_models_get_gpus_and_the_toleration_cpu_models_neither(example, name
 
 def test_ollama_cpu_keeps_the_seed_requests(example):
     isvc = example("ollama-cpu").kind("InferenceService", "cpu")["qwen3-4b"]
-    assert container(isvc)["resources"]["requests"] == {"cpu": "8", "memory": "8Gi"}
+    # The seed's requests, plus the disk its pull needs; the limit fits the KV cache (overlays-catalog/capacity.yml).
+    assert container(isvc)["resources"]["requests"] == {"cpu": "8", "memory": "8Gi", "ephemeral-storage": "3Gi"}
+    assert container(isvc)["resources"]["limits"]["memory"] == "16Gi"
     assert {"name": "OLLAMA_MODEL", "value": "qwen3:4b"} in container(isvc)["env"]
 
 

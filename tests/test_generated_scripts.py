@@ -27,7 +27,8 @@ def fake_tool(folder: Path, name: str) -> Path:
     """A stand-in for kubeseal/sops: keeps what it was given (to inspect) and writes a marker as its output."""
     folder.mkdir(exist_ok=True)
     script = folder / name
-    script.write_text(f"#!/bin/sh\ncat > {folder}/{name}.stdin\necho encrypted-by-{name}\n")
+    script.write_text(f"#!/bin/sh\necho \"$*\" > {folder}/{name}.args\ncat > {folder}/{name}.stdin\n"
+                      f"echo encrypted-by-{name}\n")
     script.chmod(0o755)
     return folder
 
@@ -35,6 +36,8 @@ def fake_tool(folder: Path, name: str) -> Path:
 def test_make_secret_pipes_a_complete_secret_into_the_encrypter(repo, tmp_path):
     tool = "kubeseal" if (repo / "secrets" / "gpu" / "README.md").read_text().count("kubeseal") else "sops"
     bin_dir = fake_tool(tmp_path / "bin", tool)
+    if tool == "kubeseal":
+        (repo / "secrets" / "cpu" / "sealed-secrets.pem").write_text("cpu cluster certificate\n")
     value = 'ab"c\\d e$f'  # characters that break naive quoting
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "AWS_ACCESS_KEY_ID": "id-" + value,
            "AWS_SECRET_ACCESS_KEY": "key-" + value}
@@ -66,3 +69,24 @@ def test_sops_secret_needs_a_recipient(tmp_path):
     result = subprocess.run(["make", "secret", "ENV=gpu", "NAME=hf-secret"], cwd=repo, env=env,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "age public key" in result.stderr
+
+
+def test_sealed_secrets_seal_each_environment_with_its_own_certificate(tmp_path):
+    """(i) Never the current kube context's controller: secrets/<env>/sealed-secrets.pem, or a refusal."""
+    repo = render.render(tmp_path / "repo", {**ANSWERS, "secrets_provider": "sealed-secrets"})
+    bin_dir = fake_tool(tmp_path / "bin", "kubeseal")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_TOKEN": "hf_" + "x" * 30,
+           "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}
+    result = subprocess.run(["make", "secret", "ENV=gpu", "NAME=hf-secret"], cwd=repo, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "secrets/gpu/sealed-secrets.pem is missing" in result.stderr
+    assert "--fetch-cert --context" in result.stderr and not (bin_dir / "kubeseal.args").exists()
+    assert "sealed-secrets.pem" in (repo / "secrets" / "gpu" / "README.md").read_text()
+    for name in ("gpu", "cpu"):
+        (repo / "secrets" / name / "sealed-secrets.pem").write_text(f"{name} certificate\n")
+    for name, secret in (("gpu", "hf-secret"), ("cpu", "s3-model-creds")):
+        result = subprocess.run(["make", "secret", f"ENV={name}", f"NAME={secret}"], cwd=repo, env=env,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert (bin_dir / "kubeseal.args").read_text().split() == [
+            "--cert", f"secrets/{name}/sealed-secrets.pem", "--format", "yaml"]

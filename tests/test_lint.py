@@ -31,6 +31,8 @@ BAD = {
     "pool-non-vllm": (["InferencePool llm/qwen"], "non-vLLM model servers (tiny)"),
     "gpu-limit": (["InferenceService llm/qwen"], "requests 2 nvidia.com/gpu but its limit is 1"),
     "gpu-toleration": (["InferenceService llm/qwen"], "does not tolerate the nvidia.com/gpu NoSchedule taint"),
+    "capacity": (["InferenceService llm/tiny", "InferenceService llm/tiny"], "8192 MiB --cache-ram"),
+    "timeouts": (["Kustomization llm/models"], "timeout 30m is shorter than InferenceService qwen's"),
     "gpu-tensor-parallel": (["InferenceService llm/qwen"], "--tensor-parallel-size 1 does not use its 2"),
     "gpu-on-cpu": (["InferenceService llm/qwen", "InferenceService llm/tiny"],
                    "labelled model-serving.io/accelerator=cpu"),

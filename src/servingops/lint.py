@@ -44,7 +44,7 @@ from .build import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
     kustomization_refs, print_report, render_targets, split_documents,
 )
-from . import kserve
+from . import capacity, kserve
 from .errors import CommandError, InputError
 
 SETTINGS_FILE = ".servingops.yaml"
@@ -225,6 +225,20 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
     return list(dict.fromkeys(frozenset(g) for g in groups.values()))
 
 
+def _entry_points(root: Path, layers: dict[Path, str]) -> list[tuple["Resource", str]]:
+    """The Flux Kustomizations and Argo CD Applications under clusters/ that sync one of `layers` (path -> label)."""
+    found = []
+    for file in _yaml_files(root / "clusters"):
+        for doc in _load_all(file):
+            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+            sources = [spec] if doc.get("kind") == "Kustomization" else [spec.get("source")] + list(spec.get("sources") or [])
+            for source in sources:
+                path = source.get("path") if isinstance(source, dict) else None
+                if isinstance(path, str) and path and (root / path).resolve() in layers:
+                    found.append((Resource(display_path(file), doc), layers[(root / path).resolve()]))
+    return found
+
+
 def _includes(folder: Path, seen: set[Path] | None = None) -> set[Path]:
     """Kustomization folders `folder` builds in as resources, transitively."""
     seen = set() if seen is None else seen
@@ -281,6 +295,7 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
         docs = [Resource(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
         errors = [(units[m].label, units[m].error) for m in members if units[m].error]
         env = Environment(docs, load_settings(root), errors, kserve.repo_release(root))
+        env.entry_points = _entry_points(root, {m: units[m].label for m in members}) if root else []
         for unit in RULES.values():
             findings += unit.check(env)
         seen |= {r.name for r in docs if _plaintext_secret(r)}
@@ -501,6 +516,9 @@ class Environment:
         self.settings = settings
         self.build_errors = list(build_errors)  # (overlay, error) of the members that did not build
         self.release = release  # the KServe release tag the repo targets (kserve.repo_release)
+        # GitOps entry points (clusters/) that sync this environment's layers: (Flux Kustomization or Argo CD
+        # Application, the label of the layer it syncs).
+        self.entry_points: list[tuple[Resource, str]] = []
         self._pods: list[Pod] | None = None
         self.by_kind: dict[str, list[Resource]] = {}
         for res in docs:
@@ -871,6 +889,131 @@ def gpu_on_cpu(env: Environment) -> Iterator[Finding]:
             "is in a CPU-only environment (cpu component)"
         yield res.finding("gpu-on-cpu", f"{c.where} requests {c.gpus} {GPU} but {why}: drop the GPUs or "
                           "deploy it to a GPU environment")
+
+
+# --- the catalogue: capacity and rollouts -------------------------------------------------------------
+
+# Model format -> the runtime whose arithmetic applies (overlays-catalog/capacity.yml).
+CAPACITY_RUNTIMES = {"gguf": "llamacpp", "ollama": "ollama", "huggingface": "vllm"}
+
+
+@rule("capacity", "a model with model-serving.io/capacity figures fits its memory limit or GPUs, and requests "
+      "ephemeral-storage for its download")
+def capacity_rule(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        if pod.res.kind != "InferenceService" or pod.model is None:
+            continue
+        raw = _get(pod.res.obj, "metadata", "annotations", capacity.ANNOTATION)
+        if raw is None:
+            continue
+        try:
+            figures = yaml.safe_load(str(raw))
+            assert isinstance(figures, dict) and all(
+                isinstance(figures.get(k), (int, float)) and not isinstance(figures[k], bool) for k in capacity.FIGURES)
+        except (yaml.YAMLError, AssertionError):
+            yield pod.res.finding("capacity", f"{capacity.ANNOTATION} is not a mapping of numbers "
+                                  f"{', '.join(capacity.FIGURES)}: fix the figures (overlays-catalog/models.yml)")
+            continue
+        settings = _capacity_settings(env, pod)
+        if settings is not None:
+            result = capacity.need(figures, settings)
+            if result["need"] > result["have"] >= 0:
+                if result["limit"] == "memory":
+                    limit = _get(pod.model.resources, "limits", "memory")
+                    yield pod.res.finding("capacity", f"needs {result['need']} MiB ({capacity.summary(result)}) but "
+                                          f"its memory limit is {limit} ({result['have']} MiB): raise the limit to "
+                                          f"{-(-result['need'] // 1024)}Gi or lower the context or cache")
+                else:
+                    yield pod.res.finding("capacity", f"needs {result['need']} MiB per GPU ({capacity.summary(result)})"
+                                          f" but its GPU offers {result['have']} MiB: use more or larger GPUs, or "
+                                          "lower the context")
+        downloads = bool(pod.model.spec.get("storageUri")) and not str(pod.model.spec["storageUri"]).startswith("pvc://")
+        downloads = downloads or settings is not None and settings.runtime == "ollama" \
+            or _flag(pod.model.args, "--hf-file", "-hff", "--model-url", "-mu") is not None
+        wanted = capacity.ephemeral_gi(figures) if figures.get("downloadBytes") else 0
+        got = capacity.quantity_mib(_get(pod.model.resources, "requests", "ephemeral-storage"))
+        if downloads and wanted and got < wanted * 1024:
+            yield pod.res.finding("capacity", f"downloads {figures['downloadBytes']} bytes to the node's disk but "
+                                  f"requests {'no' if got < 0 else str(got) + ' MiB of'} ephemeral-storage: request {wanted}Gi")
+
+
+def _capacity_settings(env: Environment, pod: Pod) -> capacity.Settings | None:
+    """What the built pod runs with: the runtime's container merged with the model (args appended, env by name)."""
+    model = pod.model
+    fmt = str(_get(model.spec, "modelFormat", "name", default="")).lower()
+    runtime = CAPACITY_RUNTIMES.get(fmt)
+    if runtime is None or runtime == "vllm" and not _is_vllm(model):
+        return None
+    defaults = capacity.coefficients()["runtime_defaults"]
+    env_vars: dict[str, str] = {}
+    rt = env.runtime(pod.res)
+    base = next(iter(_get(rt.obj, "spec", "containers", default=[]) or []), {}) if rt is not None else {}
+    for item in list(base.get("env") or []) + list(model.spec.get("env") or []):
+        if isinstance(item, dict) and "value" in item:
+            env_vars[str(item.get("name"))] = str(item["value"])
+    product = str(_get(pod.spec, "nodeSelector", "nvidia.com/gpu.product", default=""))
+    gpu_mib = capacity.coefficients()["gpu_memory_mib"].get(product, 0)
+    memory = capacity.quantity_mib(_get(model.resources, "limits", "memory"))
+
+    def number(text, default, kind=int):
+        try:
+            return kind(text) if text is not None else default
+        except ValueError:
+            return default
+
+    if runtime == "llamacpp":
+        ctx = number(_flag(model.args, "--ctx-size", "-c"), 0)
+        if ctx <= 0:  # 0: the model's own training context, unknown here
+            return None
+        return capacity.Settings("llamacpp", model.gpus, 1, memory, 0, ctx,
+                                 cache_ram=number(_flag(model.args, "--cache-ram", "-cram"),
+                                                  defaults["llamacpp_cache_ram_mib"]))
+    if runtime == "ollama":
+        return capacity.Settings("ollama", model.gpus, 1, memory, gpu_mib,
+                                 number(env_vars.get("OLLAMA_CONTEXT_LENGTH"), defaults["ollama_context_length"]),
+                                 parallel=number(env_vars.get("OLLAMA_NUM_PARALLEL"), defaults["ollama_num_parallel"]))
+    max_len = number(_flag(model.args, "--max-model-len", "--max_model_len"), 0)
+    if max_len <= 0:  # vLLM then takes the model's own maximum, unknown here
+        return None
+    tp = number(_flag(model.args, "--tensor-parallel-size", "--tensor_parallel_size", "-tp"), 1)
+    utilization = number(_flag(model.args, "--gpu-memory-utilization", "--gpu_memory_utilization"),
+                         defaults["vllm_gpu_memory_utilization"], float)
+    return capacity.Settings("vllm", model.gpus, max(tp, 1), memory, gpu_mib, max_len, utilization=utilization)
+
+
+PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
+FLUX_KUSTOMIZE = "kustomize.toolkit.fluxcd.io"
+
+
+@rule("timeouts", "a Flux Kustomization waits (spec.timeout) at least as long as the progress deadline of every "
+      "model it deploys")
+def timeouts(env: Environment) -> Iterator[Finding]:
+    deadlines: dict[str, list[tuple[int, str, Resource]]] = {}  # layer label -> (seconds, deadline, model)
+    for isvc in env.kind("InferenceService"):
+        deadline = _get(isvc.obj, "metadata", "annotations", PROGRESS_DEADLINE)
+        if deadline is not None and _seconds(str(deadline)) is not None:
+            deadlines.setdefault(isvc.overlay, []).append((_seconds(str(deadline)), str(deadline), isvc))
+    # Entry points under clusters/ wait for their own layer; a Kustomization built with the models waits for them all.
+    syncs = [(ks, deadlines.get(label, [])) for ks, label in env.entry_points]
+    syncs += [(ks, [d for ds in deadlines.values() for d in ds]) for ks in env.kind("Kustomization")]
+    for ks, models in syncs:
+        if ks.kind != "Kustomization" or ks.group != FLUX_KUSTOMIZE or not models:
+            continue
+        timeout = str(_get(ks.obj, "spec", "timeout", default="") or _get(ks.obj, "spec", "interval", default=""))
+        seconds, deadline, isvc = max(models, key=lambda m: m[0])
+        waited = _seconds(timeout)
+        if waited is not None and waited < seconds:
+            yield ks.finding("timeouts", f"timeout {timeout} is shorter than InferenceService {isvc.name}'s "
+                             f"progress deadline {deadline}: Flux fails the sync while the model still loads; set "
+                             f"spec.timeout to at least {deadline} (copier answer sync_timeout)")
+
+
+def _seconds(duration: str) -> int | None:
+    """A Go duration (1h30m, 90s) in whole seconds; None when it is not one."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    if not re.fullmatch(r"([0-9]+(?:[.][0-9]+)?(?:ms|s|m|h))+", duration):
+        return None
+    return int(sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+(?:[.][0-9]+)?)(ms|s|m|h)", duration)))
 
 
 # --- the catalogue: containers ------------------------------------------------------------------------
