@@ -19,7 +19,7 @@ from .build import default_jobs, display_path, find_targets, render_targets, spl
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
 from .errors import CommandError
-from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store
+from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, open_store
 from .tools import tool_path
 
 # Offline runs point kubeconform's proxies at a closed port: anything it tried to fetch would fail loudly.
@@ -176,11 +176,12 @@ def validate(
     online: bool = False,
     jobs: int | None = None,
     lint: bool = True,
+    prebuilt_store: Path | None = None,
 ) -> Report:
     """Build and validate every target; then lint the built output (cross-object checks) unless lint=False."""
     jobs = jobs or default_jobs()
     targets = find_targets(paths)
-    store = build_store(store_dir, kubernetes_version, crd_dirs)
+    store = open_store(prebuilt_store) if prebuilt_store else build_store(store_dir, kubernetes_version, crd_dirs)
     rendered = render_targets(targets, jobs)
     report = Report()
     pending: list[tuple[str, dict]] = []  # (target label, parsed doc) awaiting a verdict
