@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, helm_import, lint, manifest_diff, matrix, render, schemas, tools, validate
+from . import __version__, helm_import, lint, manifest_diff, render, schemas, tools, validate
 from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Verbs owned by their modules: each registers its parser and sets `func`.
-    for module in (lint, matrix, helm_import, manifest_diff):
+    modules = [lint, helm_import, manifest_diff]
+    if tools.is_checkout():  # the matrix renders this checkout's template: not part of an installed servingops
+        from . import matrix
+
+        modules.append(matrix)
+    for module in modules:
         module.add_parser(verbs)
     return parser
 
