@@ -192,3 +192,81 @@ def test_llamacpp_cpu_follows_its_threads(template, tmp_path):
     model = isvc(repo, "qwen-7b-gguf")["spec"]["predictor"]["model"]
     assert model["resources"]["requests"]["cpu"] == "8" and model["resources"]["limits"]["cpu"] == "8"
     assert "--threads=8" in " ".join(model.get("args", [])) or "8" in str(model)
+
+
+# --- what a user sees when a manifest is wrong (item 10) and polish (item 12) ------------------------------
+
+
+def servingops(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("servingops")), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pooled_repo(template, tmp_path_factory) -> Path:
+    """The Quick Start model on vLLM behind an InferencePool (the default environment gives it one)."""
+    return render.render(tmp_path_factory.mktemp("pool") / "repo", {"catalog_models": ["qwen25-7b"]},
+                         template=template, vcs_ref=None)
+
+
+def test_a_runtime_typo_is_reported_as_such_and_not_as_a_non_vllm_pool_member(pooled_repo, tmp_path):
+    import shutil
+
+    repo = shutil.copytree(pooled_repo, tmp_path / "repo", symlinks=True)
+    isvc = repo / "models" / "qwen25-7b" / "inferenceservice.yaml"
+    assert isvc.read_text().count("runtime: kserve-vllm") == 1
+    isvc.write_text(isvc.read_text().replace("runtime: kserve-vllm", "runtime: kserve-vlm"))
+    result = servingops("lint", ".", cwd=repo)
+    assert result.returncode == 1
+    assert "[ref-runtime]" in result.stdout and "kserve-vlm" in result.stdout, result.stdout
+    assert "[pool-non-vllm]" not in result.stdout, result.stdout
+
+
+def test_a_yaml_syntax_error_names_file_and_line_once_per_overlay(pooled_repo, tmp_path):
+    import shutil
+
+    repo = shutil.copytree(pooled_repo, tmp_path / "repo", symlinks=True)
+    isvc = repo / "models" / "qwen25-7b" / "inferenceservice.yaml"
+    lines = isvc.read_text().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines, 1) if line.startswith("  name:"))
+    lines[number - 1] = "  name: [qwen25-7b\n"
+    isvc.write_text("".join(lines))
+    result = servingops("validate", ".", cwd=repo)
+    assert result.returncode == 1
+    failures = result.stdout.splitlines()[:-1]
+    expected = f"models/qwen25-7b/inferenceservice.yaml:{number}: not valid YAML"
+    broken = [line for line in failures if expected in line]
+    assert broken, result.stdout
+    # Once per overlay that includes the file (the model's base and the environment's models layer), never
+    # again by lint.
+    overlays = [line.split(": ", 1)[0] for line in failures if "inferenceservice.yaml" in line]
+    assert sorted(overlays) == sorted(set(overlays)) and "[build]" not in result.stdout, result.stdout
+
+
+def test_help_names_no_internal_exception_class():
+    result = subprocess.run([str(Path(sys.executable).with_name("servingops")), "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "Error" not in result.stdout, result.stdout
+
+
+def test_fuzz_long_help_agrees_with_the_readme():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    claim = re.search(r"^fuzz-long:.*## .*about (\d+) minutes", makefile, re.M)
+    measured = re.search(r"Last long run \(.*?(\d+) min\)", (PROJECT_ROOT / "README.md").read_text())
+    assert claim and measured, "the Makefile help and the README each state the long run's time"
+    assert int(measured.group(1)) <= int(claim.group(1)) <= 2 * int(measured.group(1))
+
+
+def test_the_sops_age_key_step_is_a_command(template, tmp_path):
+    repo = render.render(tmp_path / "repo", {**GATED, "secrets_provider": "sops"}, template=template, vcs_ref=None)
+    readme = (repo / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```sh\n(.*?)```", readme, re.S))
+    assert re.search(r"^kubectl create secret generic sops-age --namespace flux-system "
+                     r"--from-file=age\.agekey=\S+", blocks, re.M), blocks
+
+
+def test_make_update_check_states_what_its_exit_codes_mean(tmp_path, template):
+    repo = render.render(tmp_path / "repo", {}, template=template, vcs_ref=None)
+    help_line = next(line for line in (repo / "Makefile").read_text().splitlines() if line.startswith("update-check:"))
+    for meaning in ("0 up to date", "1 newer release", "2 cannot tell"):
+        assert meaning in help_line, help_line
