@@ -33,7 +33,7 @@ test: setup ## run every test (the full overlay matrix included)
 test-fast: setup ## run the tests that finish in seconds
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not slow"
 
-fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 examples (about an hour on 2 cores)
+fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 examples (about 30 minutes on 2 cores)
 	@mkdir -p build
 	@set -o pipefail; HYPOTHESIS_PROFILE=long $(BIN)/pytest -n 2 --hypothesis-show-statistics \
 		tests/test_hostile_strings.py 2>&1 | tee build/fuzz-long.log; status=$$?; \

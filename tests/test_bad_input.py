@@ -46,7 +46,7 @@ GATED = {"catalog_models": ["llama-70b"]}  # a gated HuggingFace model: HF secre
 S3 = {"catalog_models": ["qwen-7b-gguf"]}  # an S3 GGUF: S3 endpoint, region, credentials
 FLUX = {"gitops_engine": "flux"}
 ASKED_WHEN: dict[str, dict] = {
-    **dict.fromkeys(["s3_endpoint", "s3_region", "s3_secret_name", "s3_service_account_name", "eso_s3_key"], S3),
+    **dict.fromkeys(["s3_bucket", "s3_endpoint", "s3_region", "s3_secret_name", "s3_service_account_name", "eso_s3_key"], S3),
     **dict.fromkeys(["hf_secret_name", "hf_service_account_name", "eso_store_name", "eso_hf_token_key"], GATED),
     "sops_age_recipients": {**GATED, "secrets_provider": "sops", **FLUX},
     **dict.fromkeys(["flux_namespace", "sync_interval", "sync_timeout", "flux_service_account"], FLUX),

@@ -6,6 +6,7 @@ InferencePool, and no secret value anywhere."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_every_example_is_listed_with_its_command():
     readme = (EXAMPLES / "README.md").read_text()
     assert sorted(p.stem for p in EXAMPLES.glob("*.yml")) == NAMES
     for name in NAMES:
-        command = f"copier copy --defaults --data-file examples/{name}.yml . my-llm-repo"
+        command = f'copier copy --defaults --data-file examples/{name}.yml "$PWD" ../my-llm-repo'
         row = next(line for line in readme.splitlines() if line.startswith("|") and f"`{name}.yml`" in line)
         assert command in row
         assert command in (EXAMPLES / f"{name}.yml").read_text()
@@ -315,3 +316,29 @@ def test_no_secret_value_anywhere_in_the_output(example, name):
                     for entry in container(doc).get("env", []):
                         if entry["name"] in ("HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                             assert "value" not in entry
+
+
+def test_an_examples_command_run_in_a_checkout_makes_an_updatable_repo_beside_it(tmp_path):
+    """The README's command, run as written in a git checkout of the template: the new repo lands beside the
+    checkout (never inside it) and records where the template is, so `copier update` works there."""
+    import shutil
+    import subprocess
+
+    checkout = tmp_path / "model-serving-gitops"
+    with render.template_snapshot() as snapshot:
+        shutil.copytree(snapshot, checkout, symlinks=True)
+    shutil.copytree(EXAMPLES, checkout / "examples")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "template"], ["tag", "v0.1.0"]):
+        subprocess.run([*git, *args], cwd=checkout, check=True, capture_output=True)
+    command = next(line.split("`")[-2] for line in (EXAMPLES / "README.md").read_text().splitlines()
+                   if line.startswith("|") and "`quickstart.yml`" in line)
+    copier_bin = Path(sys.executable).with_name("copier")
+    result = subprocess.run(["bash", "-c", command.replace("copier ", f"{copier_bin} ", 1)], cwd=checkout,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all"], cwd=checkout,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"the command wrote into the template checkout: {status}"
+    answers = yaml.safe_load((tmp_path / "my-llm-repo" / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(checkout) and answers["_commit"] == "v0.1.0"

@@ -489,3 +489,41 @@ def test_readme_carries_the_seed_mapping_table():
     readme = (PROJECT_ROOT / "README.md").read_text()
     table = readme.split("<!-- seed-mapping:start -->")[1].split("<!-- seed-mapping:end -->")[0]
     assert helm_import.mapping_markdown().strip() in table
+
+
+# --- a newcomer's first import (issue 13) -------------------------------------------------------------------
+
+
+def test_every_refused_key_is_reported_at_once(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "s3Storage": {"enabled": True, "accessKeyId": FAKE_ACCESS_KEY, "secretAccessKey": "wJalr" + "XUtnFEMI/K7MDENG"},
+        "huggingface": {"token": FAKE_HF_TOKEN}, "inferenceServic": {"enabled": True},
+    }, sort_keys=False))
+    result = cli("import-helm-values", str(values), "-o", str(tmp_path / "answers.yml"))
+    assert result.returncode == 1
+    lines = result.stderr.removeprefix("servingops: error: ").splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "s3Storage.accessKeyId", "s3Storage.secretAccessKey", "huggingface.token", "inferenceServic"], lines
+    assert FAKE_ACCESS_KEY not in result.stderr and FAKE_HF_TOKEN not in result.stderr
+    assert not (tmp_path / "answers.yml").exists()
+
+
+def test_the_summary_names_the_placeholders_the_next_step_fills(tmp_path):
+    result = cli("import-helm-values", str(HELM_VALUES / "llama-70b.yaml"), "-o", str(tmp_path / "answers.yml"))
+    assert result.returncode == 0, result.stderr
+    filled = dict(line.strip().split(": ", 1) for line in result.stdout.splitlines() if line.startswith("    "))
+    assert filled == {"repo_url": "https://github.com/example-org/llm-serving.git",
+                      "eso_store_name": "platform-secrets", "eso_hf_token_key": "llm-serving/huggingface"}
+    assert "placeholders" in result.stdout and "--data KEY=VALUE" in result.stdout
+    # What the summary lists is what copier records with --defaults.
+    repo = render.render(tmp_path / "repo", load(tmp_path / "answers.yml"))
+    recorded = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert all(recorded[key] == value for key, value in filled.items())
+
+
+def test_dash_writes_the_answers_to_stdout(tmp_path):
+    result = cli("import-helm-values", str(HELM_VALUES / "quickstart.yaml"), "-o", "-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == load(EXAMPLES / "quickstart.yml")
+    assert "next: copier copy" in result.stderr and list(tmp_path.iterdir()) == []

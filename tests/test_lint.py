@@ -74,7 +74,7 @@ def test_good_fixture_lints_clean(rule):
     report = lint.lint_paths([FIXTURES / rule / "good"])
     assert report.ok, report.failures()
     assert report.overlays == [display_path(FIXTURES / rule / "good")]
-    assert report.summary() == "1 overlays lint clean"
+    assert report.summary() == "1 overlay lints clean"
 
 
 @pytest.mark.parametrize("rule", sorted(BAD))
@@ -90,7 +90,7 @@ def test_bad_fixture_fails_its_rule_only(rule):
         # One line: what is wrong, then the fix after a colon; the overlay (or repo file) it is in.
         assert "\n" not in finding.message and ": " in finding.message
         assert finding.overlay.startswith(display_path(FIXTURES / rule / "bad"))
-    assert report.summary() == f"{len(resources)} findings in 1 overlays"
+    assert report.summary() == f"{len(resources)} finding{'' if len(resources) == 1 else 's'} in 1 overlay"
 
 
 def copy_fixtures(tmp_path: Path, *names: str) -> Path:
@@ -286,7 +286,7 @@ def test_rendered_repo_lints_clean(tmp_path, answers):
 
 def test_cli_text_output_and_exit_codes(capsys):
     assert main(["lint", str(FIXTURES / "gpu-on-cpu" / "good")]) == 0
-    assert capsys.readouterr().out == "1 overlays lint clean\n"
+    assert capsys.readouterr().out == "1 overlay lints clean\n"
     assert main(["lint", str(FIXTURES / "gpu-on-cpu" / "bad"), str(FIXTURES / "host-path" / "bad")]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "3 findings in 2 overlays"

@@ -88,7 +88,7 @@ def statuses(report):
 def test_valid_kserve_objects_pass(tmp_path, store):
     report = check([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)])
     assert report.ok, report.failures()
-    assert report.summary() == "2 resources valid, 0 invalid, 0 errors in 1 overlays"
+    assert report.summary() == "2 resources valid, 0 invalid, 0 errors in 1 overlay"
 
 
 def test_inference_service_typo_fails(tmp_path, store):
@@ -110,7 +110,7 @@ def test_kind_without_schema_is_an_error_not_a_skip(tmp_path, store):
     status, message = statuses(report)[("Widget", "w")]
     assert status == ERROR and "no schema for example.com/v1 Widget" in message and "--crds" in message
     assert statuses(report)[("Deployment", "web")][0] == VALID
-    assert report.summary() == "1 resources valid, 0 invalid, 1 errors in 1 overlays"
+    assert report.summary() == "1 resource valid, 0 invalid, 1 error in 1 overlay"
 
 
 def test_broken_kustomization_fails_with_kustomizes_message(tmp_path, store):
@@ -144,7 +144,7 @@ def test_cli_prints_one_line_per_failure_and_the_summary(tmp_path, store):
     result = cli("validate", "--no-lint", str(tmp_path))
     lines = result.stdout.splitlines()
     assert result.returncode == 1
-    assert lines[-1] == "1 resources valid, 1 invalid, 0 errors in 2 overlays"
+    assert lines[-1] == "1 resource valid, 1 invalid, 0 errors in 2 overlays"
     assert len(lines) == 2 and "Deployment llm-platform/web" in lines[0] and "containerz" in lines[0]
     as_json = json.loads(cli("validate", "--no-lint", str(tmp_path / "good"), "--output", "json").stdout)
     assert as_json["summary"] == {"valid": 1, "invalid": 0, "errors": 0, "overlays": 1}
@@ -167,7 +167,7 @@ def test_validation_needs_no_network(tmp_path, store):
     result = cli("validate", "--no-lint", str(tmp_path), env=closed, wrapper=wrapper)
     mode = "network namespace + closed proxies" if wrapper else "closed proxies only (no network namespace here)"
     assert result.returncode == 0, f"[{mode}] " + result.stdout + result.stderr
-    assert result.stdout.strip().endswith("3 resources valid, 0 invalid, 0 errors in 1 overlays")
+    assert result.stdout.strip().endswith("3 resources valid, 0 invalid, 0 errors in 1 overlay")
 
 
 def test_validate_runs_lint_unless_told_not_to(tmp_path, store):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,37 @@ class KubernetesYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
 
 KubernetesYamlLoader.add_constructor("tag:yaml.org,2002:int", KubernetesYamlLoader.construct_yaml_int)
 YAML_LOADER = KubernetesYamlLoader
+
+
+# kustomize's report of a YAML syntax error, deep inside its chain of "accumulating resources from ..." messages.
+MALFORMED_YAML = re.compile(r"MalformedYAMLError: yaml: line (\d+): (.*?) in File: (\S+)")
+RECURSED_PATH = re.compile(r"recursed accumulation of path '([^']+)'")
+
+
+def explain_build_error(message: str, overlay: Path) -> str:
+    """A kustomize build error, short: a YAML syntax error as `<file>:<line>: <problem>`, anything else as is."""
+    found = MALFORMED_YAML.search(message)
+    if not found:
+        return message
+    line, problem, name = found.groups()
+    folders = RECURSED_PATH.findall(message[:found.start()])
+    path = Path(folders[-1]) / name if folders else overlay / name
+    try:  # kustomize's line numbers are off (it drops the leading comments): the YAML parser's mark is exact
+        list(yaml.safe_load_all(path.read_text()))
+    except yaml.MarkedYAMLError as exc:
+        if exc.problem_mark is not None:  # where the construct opened (a '[' or a quote), and what broke it
+            line, problem = exc.problem_mark.line + 1, exc.problem or problem
+            if exc.context_mark is not None and exc.context:
+                problem = f"{exc.context} here: {problem} on line {line}"
+                line = exc.context_mark.line + 1
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return f"{display_path(path)}:{line}: not valid YAML: {problem} (fix the file: kustomize cannot read it)"
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 finding', '2 findings': counts in reports read as English."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def default_jobs() -> int:

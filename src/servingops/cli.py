@@ -1,4 +1,4 @@
-"""`servingops`: one verb per job. Every ServingOpsError becomes one line on stderr and exit 1."""
+"""`servingops`: one verb per job. An error is one line on stderr and exit status 1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, helm_import, lint, matrix, render, schemas, tools, validate
+from . import __version__, helm_import, lint, manifest_diff, render, schemas, tools, validate
 from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
@@ -46,7 +46,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 def _crd_dirs(args: argparse.Namespace) -> list[Path] | None:
     if getattr(args, "download", False):
-        return [schemas.download_pinned_crds(Path(".cache/crds"))] + (args.crds or [])
+        return [schemas.download_pinned_crds(schemas.cache_dir() / "crds")] + (args.crds or [])
     return args.crds
 
 
@@ -73,6 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         online=args.online,
         jobs=args.jobs,
         lint=not args.no_lint,
+        prebuilt_store=args.prebuilt_schemas,
     )
     return print_report(report, args.output)
 
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="kustomization folder, folder to search for kustomizations, or YAML file")
     _add_schema_options(check)
     check.add_argument("--download", action="store_true", help="also use the pinned upstream CRDs (fetched once)")
+    check.add_argument("--prebuilt-schemas", type=Path, metavar="DIR",
+                       help="use this schema store as is (offline; built by `servingops schemas build --out DIR`)")
     check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")
     check.add_argument("--no-lint", action="store_true", help="skip servingops lint (the cross-object checks)")
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
@@ -152,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Verbs owned by their modules: each registers its parser and sets `func`.
-    for module in (lint, matrix, helm_import):
+    modules = [lint, helm_import, manifest_diff]
+    if tools.is_checkout():  # the matrix renders this checkout's template: not part of an installed servingops
+        from . import matrix
+
+        modules.append(matrix)
+    for module in modules:
         module.add_parser(verbs)
     return parser
 

@@ -13,11 +13,13 @@ import difflib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 from . import releases, render
@@ -157,7 +159,11 @@ class Values:
         self.set: dict[str, Any] = {}
         if data is not None and not isinstance(data, dict):
             raise self.error("(top level)", "must be a mapping of the chart's values, e.g. inferenceService: {...}")
+        # Every refused key at once (one line each): a user fixes them in one pass, not one run per key.
+        self.problems: list[InputError] = []
         self._walk(data or {}, "")
+        if self.problems:
+            raise InputError("\n".join(str(problem) for problem in self.problems))
 
     def error(self, key: str, message: str) -> InputError:
         return InputError(f"{self.source}: {key}: {message}")
@@ -168,18 +174,21 @@ class Values:
     def _walk(self, mapping: dict, prefix: str) -> None:
         for name, value in mapping.items():
             key = f"{prefix}{name}"
-            if key in KEYS:
-                self._check(KEYS[key], value)
-                self.set[key] = value
-            elif key in PREFIXES:
-                if value is not None and not isinstance(value, dict):
-                    raise self.error(key, f"must be a mapping of keys, got {json.dumps(value, default=str)}")
-                self._walk(value or {}, key + ".")
-            else:
-                close = difflib.get_close_matches(key, [*KEYS, *PREFIXES], n=1, cutoff=0.75)
-                hint = f"did you mean {close[0]}? otherwise " if close else ""
-                raise self.error(key, f"unknown key: the seed chart documents no such value: {hint}remove it "
-                                      "(`servingops import-helm-values --print-mapping` lists every key)")
+            try:
+                if key in KEYS:
+                    self._check(KEYS[key], value)
+                    self.set[key] = value
+                elif key in PREFIXES:
+                    if value is not None and not isinstance(value, dict):
+                        raise self.error(key, f"must be a mapping of keys, got {json.dumps(value, default=str)}")
+                    self._walk(value or {}, key + ".")
+                else:
+                    close = difflib.get_close_matches(key, [*KEYS, *PREFIXES], n=1, cutoff=0.75)
+                    hint = f"did you mean {close[0]}? otherwise " if close else ""
+                    raise self.error(key, f"unknown key: the seed chart documents no such value: {hint}remove it "
+                                          "(`servingops import-helm-values --print-mapping` lists every key)")
+            except InputError as problem:
+                self.problems.append(problem)
 
     def _check(self, row: SeedKey, value: Any) -> None:
         if row.kind == "secret":
@@ -451,7 +460,7 @@ def _in_question_order(answers: dict[str, Any]) -> dict[str, Any]:
 # --- files and CLI ------------------------------------------------------------------------------------------
 
 
-def import_file(values_path: Path, out: Path, *, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+def import_file(values_path: Path, out: Path | None, *, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     """Read VALUES and write the data file OUT (atomically, once everything checked out); returns the answers."""
     try:
         data = yaml.safe_load(values_path.read_text())
@@ -460,6 +469,9 @@ def import_file(values_path: Path, out: Path, *, namespace: str = DEFAULT_NAMESP
     except yaml.YAMLError as exc:
         raise InputError(f"{values_path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     answers = import_values(data, source=str(values_path), namespace=namespace)
+    if out is None:  # -o -: standard output
+        sys.stdout.write(yaml.safe_dump(answers, sort_keys=False, allow_unicode=True))
+        return answers
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist: create it or choose another -o")
     text = (f"# Copier answers for the seed chart values in {values_path.name}, written by\n"
@@ -482,13 +494,39 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
     if args.values is None or args.out is None:
         raise InputError("import-helm-values: give VALUES.yaml and -o ANSWERS.yml (or --print-mapping)")
-    answers = import_file(args.values, args.out, namespace=args.namespace)
+    to_stdout = str(args.out) == "-"
+    answers = import_file(args.values, None if to_stdout else args.out, namespace=args.namespace)
+    # With -o - the data file is the output; the summary goes to stderr.
+    report = sys.stderr if to_stdout else sys.stdout
     models = answers["catalog_models"] + [m["name"] for m in answers["custom_models"]]
     envs = "; ".join(f"{e['name']} ({', '.join(e['components'])})" for e in answers["environments"])
-    print(f"wrote {args.out}: runtimes {', '.join(answers['runtimes'])}; models {', '.join(models) or '(none)'}; "
-          f"environment {envs}")
-    print(f"next: copier copy --defaults --data-file {args.out} {render.TEMPLATE_ROOT} DESTINATION")
+    print(f"{'answers' if to_stdout else f'wrote {args.out}'}: runtimes {', '.join(answers['runtimes'])}; "
+          f"models {', '.join(models) or '(none)'}; environment {envs}", file=report)
+    data_file = "answers.yml" if to_stdout else args.out
+    print(f"next: copier copy --defaults --data-file {data_file} {render.TEMPLATE_ROOT} DESTINATION", file=report)
+    filled = placeholders_filled(answers)
+    if filled:
+        print("  --defaults fills these with placeholders the chart has no value for; give yours with "
+              "--data KEY=VALUE (or drop --defaults to be asked):", file=report)
+        for key, value in filled.items():
+            print(f"    {key}: {value}", file=report)
     return 0
+
+
+def placeholders_filled(answers: dict[str, Any]) -> dict[str, str]:
+    """The answers `copier copy --defaults --data-file` fills with a placeholder (a default that only stands in for
+    something the chart does not know: the Git URL, the secret store, the catalog's S3 bucket)."""
+    questions = yaml.safe_load((render.TEMPLATE_ROOT / "copier.yml").read_text())
+    components = {c for env in answers["environments"] for c in env["components"]}
+    gated, s3 = "gated-hf" in components, "s3" in components and answers.get("s3_auth", "static") == "static"
+    eso = answers.get("secrets_provider", questions["secrets_provider"]["default"]) == "external-secrets"
+    s3_catalog = any(m["name"] in answers["catalog_models"] and str(m.get("storageUri", "")).startswith("s3://")
+                     for m in render.catalog("models")["models"])
+    asked = {"repo_url": True, "s3_bucket": s3_catalog, "eso_store_name": eso and (gated or s3),
+             "eso_hf_token_key": eso and gated, "eso_s3_key": eso and s3}
+    context = {"project_name": answers.get("project_name", questions["project_name"]["default"])}
+    return {key: jinja2.Environment().from_string(str(questions[key]["default"])).render(context)
+            for key, when in asked.items() if when and key not in answers}
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -498,7 +536,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("values", nargs="?", type=Path, metavar="VALUES.yaml", help="values file of the seed chart")
-    parser.add_argument("-o", "--out", type=Path, metavar="ANSWERS.yml", help="the Copier data file to write")
+    parser.add_argument("-o", "--out", type=Path, metavar="ANSWERS.yml",
+                        help="the Copier data file to write (- for standard output)")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the chart's namespace (default: %(default)s)")
     parser.add_argument("--print-mapping", action="store_true", help="print the seed key -> answer table (Markdown)")
     parser.set_defaults(func=cmd_import)

@@ -42,7 +42,7 @@ import yaml
 
 from .build import (
     MANIFEST_SUFFIXES, YAML_LOADER, Target, default_jobs, display_path, find_targets, kustomization_file,
-    kustomization_refs, print_report, render_targets, split_documents,
+    kustomization_refs, plural, print_report, render_targets, split_documents,
 )
 from . import capacity, kserve
 from .errors import CommandError, InputError
@@ -127,8 +127,8 @@ class LintReport:
     def summary(self) -> str:
         count = len(self.overlays)
         if self.ok:
-            return f"{count} overlays lint clean"
-        return f"{len(self.findings)} findings in {count} overlays"
+            return f"{plural(count, 'overlay')} {'lints' if count == 1 else 'lint'} clean"
+        return f"{plural(len(self.findings), 'finding')} in {plural(count, 'overlay')}"
 
     def to_json(self) -> dict:
         return {
@@ -740,7 +740,7 @@ def pool_no_match(env: Environment) -> Iterator[Finding]:
 @rule("pool-non-vllm", "an InferencePool selects only vLLM model servers")
 def pool_non_vllm(env: Environment) -> Iterator[Finding]:
     for pool, shown, matched in _pool_matches(env):
-        others = [name for name, vllm in matched if not vllm]
+        others = [name for name, vllm in matched if vllm is False]
         if others:
             yield pool.finding("pool-non-vllm", f"selector {shown} also selects non-vLLM model servers "
                                f"({', '.join(others)}): narrow the selector to vLLM InferenceServices")
@@ -1278,13 +1278,16 @@ def _openai_prefix(env: Environment, pod: Pod) -> str | None:
 
 
 def _pool_matches(env: Environment) -> Iterator[tuple[Resource, str, list[tuple[str, bool]]]]:
-    """(pool, its selector shown, [(InferenceService name, serves with vLLM)] whose predictor pods it selects)."""
+    """(pool, its selector shown, [(InferenceService name, serves with vLLM: True, False or None when its runtime
+    does not resolve)] whose predictor pods it selects)."""
     servers = []  # (namespace, name, pod labels, is vLLM) of each InferenceService's predictor pods
     for pod in env.pods():
         if pod.component == "predictor":
             labels = {**pod.res.labels, **(pod.spec.get("labels") or {}),
                       ISVC_LABEL: pod.res.name, "component": "predictor"}
-            servers.append((pod.res.namespace, pod.res.name, labels, pod.model is not None and _is_vllm(pod.model)))
+            # None: the runtime does not resolve (ref-runtime says so), so whether it is vLLM is unknown.
+            vllm = None if env.runtime(pod.res) is None else pod.model is not None and _is_vllm(pod.model)
+            servers.append((pod.res.namespace, pod.res.name, labels, vllm))
     for pool in env.kind("InferencePool"):
         selector = _get(pool.obj, "spec", "selector", default={})
         if pool.group == "inference.networking.k8s.io":

@@ -16,10 +16,12 @@ import yaml
 
 from .command import Command
 from .errors import InputError
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, is_checkout
 
 TEMPLATE_ROOT = PROJECT_ROOT
-CATALOG = PROJECT_ROOT / "overlays-catalog"
+# The catalog files: overlays-catalog/ in a checkout; installed from git or a wheel, the copy packaged with servingops
+# (src/servingops/catalog links to overlays-catalog).
+CATALOG = PROJECT_ROOT / "overlays-catalog" if is_checkout() else Path(__file__).resolve().parent / "catalog"
 
 
 def catalog(name: str) -> Any:

@@ -29,10 +29,12 @@ import yaml
 
 from . import crdschema
 from .errors import SchemaError
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, cache_dir
+
+
+DEFAULT_STORE = cache_dir() / "schemas"
 
 DEFAULT_KUBERNETES_VERSION = "1.33.0"
-DEFAULT_STORE = Path(".cache/schemas")
 SCHEMA_LOCATION = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 # kind files point into _definitions.json by a root-relative URL (fetched over HTTPS by kubeconform unless
 # rewritten); refs inside _definitions.json are local.
@@ -249,6 +251,17 @@ def _locked(path: Path) -> Iterator[None]:
     with open(path.parent / f".{path.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def open_store(path: Path) -> Store:
+    """A schema store built earlier (`servingops schemas build --out DIR`, perhaps on another machine), used as is."""
+    path = Path(path).resolve()
+    try:
+        index = json.loads((path / "index.json").read_text())
+        return Store(path, index["kubernetesVersion"], len(index["schemas"]), rebuilt=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SchemaError(f"{path} is not a schema store (no readable index.json): build one with "
+                          "`servingops schemas build --out DIR`") from exc
 
 
 def build_store(

@@ -60,11 +60,29 @@ def pinned_tools() -> dict[str, Tool]:
     }
 
 
+def is_checkout() -> bool:
+    """Is servingops running from a source checkout of this project (not installed from a wheel or git URL)?"""
+    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "src" / "servingops").is_dir()
+
+
+def cache_dir() -> Path:
+    """Where servingops keeps what it builds or downloads: never inside the repository it checks.
+
+    $SERVINGOPS_CACHE_DIR; else .cache in a source checkout of servingops (the project's own tests and Makefile);
+    else the user's cache folder ($XDG_CACHE_HOME/servingops, ~/.cache/servingops).
+    """
+    if override := os.environ.get("SERVINGOPS_CACHE_DIR"):
+        return Path(override)
+    if is_checkout():
+        return PROJECT_ROOT / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "servingops"
+
+
 def tools_dir() -> Path:
-    """Where installed tools live: $SERVINGOPS_TOOLS_DIR, else .tools/bin in this checkout."""
+    """Where installed tools live: $SERVINGOPS_TOOLS_DIR, else .tools/bin in this checkout, else the user's cache."""
     if override := os.environ.get("SERVINGOPS_TOOLS_DIR"):
         return Path(override).resolve()
-    return PROJECT_ROOT / ".tools" / "bin"
+    return PROJECT_ROOT / ".tools" / "bin" if is_checkout() else cache_dir() / "tools" / "bin"
 
 
 def binary_version(path: Path, tool: Tool) -> str | None:
@@ -195,7 +213,7 @@ def _download_release(tool: Tool, target: Path, tried: list[str], log) -> bool:
         return False
     system, arch = plat.split("_")
     base = os.environ.get("SERVINGOPS_RELEASE_MIRROR")
-    url = tool.release_url.format(version=tool.version, os=system, arch=arch)
+    url = tool.release_url.format(version=tool.version, version_number=tool.version.removeprefix("v"), os=system, arch=arch)
     if base:  # an internal mirror with the same file names
         url = base.rstrip("/") + "/" + url.rsplit("/", 1)[1]
     log(f"{tool.name} {tool.version}: downloading {url}")

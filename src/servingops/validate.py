@@ -15,11 +15,11 @@ from pathlib import Path
 import yaml
 
 from . import lint as lint_module
-from .build import default_jobs, display_path, find_targets, render_targets, split_documents
+from .build import default_jobs, display_path, explain_build_error, find_targets, plural, render_targets, split_documents
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
 from .errors import CommandError
-from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store
+from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, open_store
 from .tools import tool_path
 
 # Offline runs point kubeconform's proxies at a closed port: anything it tried to fetch would fail loudly.
@@ -69,14 +69,18 @@ class Report:
         return self.count(INVALID) == 0 and self.errors == 0 and (self.lint is None or self.lint.ok)
 
     def failures(self) -> list[str]:
+        broken = {t.target for t in self.targets if t.status == ERROR}
         lines = [f"{t.target}: {t.message}" for t in self.targets if t.status == ERROR]
         lines += [f"{r.target}: {r.ref} ({r.api_version}): {r.message}" for r in self.resources if r.status != VALID]
-        return lines + (self.lint.failures() if self.lint is not None else [])
+        # lint builds the overlays again: a build error validate reported above is not printed a second time.
+        lint = [f.line() for f in self.lint.findings if not (f.rule == "build" and f.overlay in broken)] \
+            if self.lint is not None else []
+        return lines + lint
 
     def summary(self) -> str:
         schema = (
-            f"{self.count(VALID)} resources valid, {self.count(INVALID)} invalid, "
-            f"{self.errors} errors in {len(self.targets)} overlays"
+            f"{plural(self.count(VALID), 'resource')} valid, {self.count(INVALID)} invalid, "
+            f"{plural(self.errors, 'error')} in {plural(len(self.targets), 'overlay')}"
         )
         return schema if self.lint is None else f"{schema}; lint: {self.lint.summary()}"
 
@@ -176,11 +180,12 @@ def validate(
     online: bool = False,
     jobs: int | None = None,
     lint: bool = True,
+    prebuilt_store: Path | None = None,
 ) -> Report:
     """Build and validate every target; then lint the built output (cross-object checks) unless lint=False."""
     jobs = jobs or default_jobs()
     targets = find_targets(paths)
-    store = build_store(store_dir, kubernetes_version, crd_dirs)
+    store = open_store(prebuilt_store) if prebuilt_store else build_store(store_dir, kubernetes_version, crd_dirs)
     rendered = render_targets(targets, jobs)
     report = Report()
     pending: list[tuple[str, dict]] = []  # (target label, parsed doc) awaiting a verdict
@@ -189,7 +194,7 @@ def validate(
     for target, output in zip(targets, rendered):
         label = display_path(target.path)
         if isinstance(output, CommandError):
-            report.targets.append(TargetResult(label, ERROR, message=str(output)))
+            report.targets.append(TargetResult(label, ERROR, message=explain_build_error(str(output), target.path)))
             continue
         try:
             docs = split_documents(output)
