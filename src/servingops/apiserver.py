@@ -2,7 +2,8 @@
 
     with apiserver.start(crd_files) as server:
         server.url, server.token, server.ca_file, server.kubeconfig    # for any client (kubectl, controllers)
-        server.apply(obj, dry_run=True)                                # server-side apply, strict field validation
+        server.dry_run(obj)                 # create and server-side apply, dry-run, strict field validation
+        server.apply(obj, dry_run=False)    # server-side apply for real
 
 `start` installs the given CRDs and waits until discovery serves them. The etcd data after that install is kept
 as a snapshot keyed by the binaries' and the CRDs' digests, so a later start with the same inputs skips the
@@ -147,8 +148,7 @@ class Server:
         """Server-side apply one object (as Flux and Argo CD's ServerSideApply do), strict field validation."""
         resource = self.resource_for(obj)
         if resource is None:
-            return Outcome(False, f"the server has no API for {obj.get('apiVersion')} {obj.get('kind')}: "
-                                  "is its CRD among the installed ones (--crds DIR)?")
+            return _no_api(obj)
         meta = obj.get("metadata") or {}
         if not meta.get("name"):
             return Outcome(False, "metadata.name is missing (server-side apply needs a name)")
@@ -162,6 +162,25 @@ class Server:
         if status in (200, 201):
             return Outcome(True, code=status)
         return Outcome(False, _status_message(doc), status)
+
+    def create(self, obj: dict, *, dry_run: bool) -> Outcome:
+        """Create one object (as `kubectl apply` does for a new object: Argo CD's default), strict field validation."""
+        resource = self.resource_for(obj)
+        if resource is None:
+            return _no_api(obj)
+        query = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"} | ({"dryRun": "All"} if dry_run else {})
+        status, doc = self.request("POST", resource.path(str((obj.get("metadata") or {}).get("namespace") or "")),
+                                   obj, query=query)
+        return Outcome(True, code=status) if status in (200, 201) else Outcome(False, _status_message(doc), status)
+
+    def dry_run(self, obj: dict) -> Outcome:
+        """Both ways GitOps tools write, without persisting anything: create (kubectl apply; its strict decoding
+        refuses unknown fields that server-side apply silently prunes, e.g. under an object the CRD leaves
+        without properties) and server-side apply (Flux, Argo CD's ServerSideApply). The first refusal."""
+        created = self.create(obj, dry_run=True)
+        if not created.accepted and created.code != 409:  # 409: exists (a namespace made for the check)
+            return created
+        return self.apply(obj, dry_run=True)
 
     def ensure_namespace(self, name: str) -> Outcome:
         """Create a namespace for real: NamespaceLifecycle refuses objects in a namespace that only a dry run made."""
@@ -190,6 +209,11 @@ class Server:
                 raise ApiServerError(f"the server does not serve {len(missing)} CRD versions after {timeout:g}s, "
                                      f"e.g. {' '.join(sorted(missing)[0])}")
             time.sleep(0.5)
+
+
+def _no_api(obj: dict) -> Outcome:
+    return Outcome(False, f"the server has no API for {obj.get('apiVersion')} {obj.get('kind')}: "
+                          "is its CRD among the installed ones (--crds DIR)?")
 
 
 def _status_message(doc: Any) -> str:
@@ -424,8 +448,11 @@ def start(
                     server.install_crds(crds)
                     procs.stop()  # a clean stop: etcd's files are complete
                     partial = saved.with_name(f"etcd.partial-{os.getpid()}")
-                    shutil.copytree(run_dir / "etcd", partial)
-                    partial.rename(saved)
+                    try:
+                        shutil.copytree(run_dir / "etcd", partial)
+                        partial.rename(saved)
+                    finally:
+                        shutil.rmtree(partial, ignore_errors=True)
                     say(f"apiserver: {len(crds)} CRDs installed in {time.monotonic() - started:.1f} s; "
                         f"snapshot kept in {saved.parent}")
                 shutil.rmtree(run_dir / "etcd", ignore_errors=True)

@@ -186,14 +186,14 @@ def server_verdicts(objects: Sequence[dict], crd_dirs: Sequence[Path] | None, *,
 
 
 def server_dry_run(server, objects: Sequence[dict], *, jobs: int | None = None) -> list[Verdict]:
-    """Server-side apply dry-run (strict field validation) of each object on a running apiserver.Server; each
-    distinct object is sent once. Namespaces are created for real first (the server is a throwaway)."""
+    """Dry-run create and server-side apply (strict field validation) of each object on a running
+    apiserver.Server; each distinct object is sent once. Namespaces are created for real first (a throwaway server)."""
     keys = [json.dumps(obj, sort_keys=True) for obj in objects]
     unique = dict(zip(keys, objects))
     for namespace in sorted(_namespaces(server, unique.values())):
         server.ensure_namespace(namespace)  # a refused name shows up as its objects' refusal
     with ThreadPoolExecutor(max_workers=max(2, jobs or default_jobs())) as pool:
-        outcomes = dict(zip(unique, pool.map(lambda obj: server.apply(obj, dry_run=True), unique.values())))
+        outcomes = dict(zip(unique, pool.map(server.dry_run, unique.values())))
     # code 0: never sent (no API for the kind, no name) -> an error, like kubeconform's missing schema
     return [
         Verdict(VALID) if outcomes[k].accepted else Verdict(INVALID if outcomes[k].code else ERROR, outcomes[k].message)
