@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, controlplane, helm_import, lint, matrix, render, schemas, tools, validate
+from . import __version__, cluster_check, controlplane, helm_import, lint, matrix, render, schemas, tools, validate
 from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Verbs owned by their modules: each registers its parser and sets `func`.
-    for module in (lint, matrix, helm_import):
+    for module in (lint, matrix, helm_import, cluster_check):
         module.add_parser(verbs)
     return parser
 
