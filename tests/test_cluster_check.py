@@ -79,13 +79,18 @@ def test_denial_unschedulable_and_missing_toleration_are_reported(tmp_path):
     denial = next(d for d in env.denials if d.ref == "ClusterServingRuntime kserve-vllm")
     assert "kserve-huggingfaceserver-multinode" in denial.message and "priority" in denial.message
 
+    # its runtime was refused, so KServe's controller has nothing to build the model with, and says so
+    orphan = models["gpu/qwen25-1-5b"]
+    assert not orphan.admitted and "No ServingRuntimes or ClusterServingRuntimes with the name: kserve-vllm" in orphan.reconciled
+
     big = models["gpu/llama-8b-gpu"]
     assert not big.admitted and big.reconciled == "" and not big.nodes
     assert "Insufficient nvidia.com/gpu" in big.scheduled
 
     untolerated = models["gpu/ollama-no-toleration"]
     assert not untolerated.admitted and untolerated.reconciled == ""
-    assert "untolerated taint" in untolerated.scheduled and "nvidia.com/gpu" in untolerated.scheduled
+    assert "untolerated taint" in untolerated.scheduled
+    assert "no toleration for taint nvidia.com/gpu=present:NoSchedule of gpu-node-1, gpu-node-2" in untolerated.scheduled
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yml")))

@@ -110,12 +110,12 @@ class Release:
     tag: str
     folder: Path
 
-    def crds(self, kinds: set[str] = frozenset()) -> list[dict]:
-        """The release's CRDs but LLMInferenceService's (4 MB of schema for KServe's separate llmisvc controller,
-        which the box does not run) unless the overlay has such objects (`kinds`)."""
-        crds = [d for f in sorted((self.folder / "crds").glob("*.yaml")) for d in load_manifests(f)]
-        return [crd for crd in crds if not crd["spec"]["names"]["kind"].startswith("LLMInferenceService")
-                or crd["spec"]["names"]["kind"] in kinds]
+    def crd_files(self, kinds: set[str] = frozenset()) -> list[Path]:
+        """The release's CRD files but LLMInferenceService's (4 MB of schema for KServe's separate llmisvc
+        controller, which the box does not run) unless the overlay has such objects (`kinds`)."""
+        return [path for path in sorted((self.folder / "crds").glob("*.yaml"))
+                if not any(d["spec"]["names"]["kind"].startswith("LLMInferenceService")
+                           and d["spec"]["names"]["kind"] not in kinds for d in load_manifests(path))]
 
     def runtimes(self) -> list[dict]:
         """KServe's own ClusterServingRuntimes, built with the release's kustomization (which sets their images)."""
@@ -148,8 +148,8 @@ def release_data(tag: str, folder: Path | None) -> Release:
     return Release(tag, path)
 
 
-def extra_crds(objects: list[dict], crd_dirs: list[Path]) -> list[dict]:
-    """The CRDs (from ../shared/crds or --crds) the overlay's non-KServe custom kinds need (InferencePool,
+def extra_crd_files(objects: list[dict], crd_dirs: list[Path]) -> list[Path]:
+    """The CRD files (from ../shared/crds or --crds) the overlay's non-KServe custom kinds need (InferencePool,
     HTTPRoute, PodMonitor, ExternalSecret, ...), so those objects apply too."""
     wanted = {(o["apiVersion"].split("/")[0], o["kind"]) for o in objects
               if "/" in o.get("apiVersion", "") and "." in o["apiVersion"].split("/")[0]
@@ -157,12 +157,11 @@ def extra_crds(objects: list[dict], crd_dirs: list[Path]) -> list[dict]:
     found = {}
     for _, path in schemas.crd_files(crd_dirs):
         for crd in load_manifests(path):
-            if crd.get("kind") != "CustomResourceDefinition":
-                continue
-            key = (crd["spec"]["group"], crd["spec"]["names"]["kind"])
-            if key in wanted:
-                found[key] = crd
-    return list(found.values())
+            if crd.get("kind") == "CustomResourceDefinition":
+                key = (crd["spec"]["group"], crd["spec"]["names"]["kind"])
+                if key in wanted:
+                    found[key] = path
+    return sorted(set(found.values()))
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -413,9 +412,9 @@ def check_environment(env: Environment, answers: dict, release: Release, kserve:
     pools = node_pools(env, answers)
     result = EnvironmentResult(env.name, release.tag, _describe_pools(pools))
     log(f"== environment {env.name}: KServe {release.tag}; {result.nodes}")
-    crds = release.crds({o.get("kind") for o in env.objects}) + extra_crds(env.objects, crd_dirs)
+    crd_paths = release.crd_files({o.get("kind") for o in env.objects}) + extra_crd_files(env.objects, crd_dirs)
     with ClusterBox(kserve=kserve, inferenceservice_config=release.inferenceservice_config(),
-                    runtimes=release.runtimes(), crds=crds, knative="Knative" in modes.values(), log=log) as box:
+                    runtimes=release.runtimes(), crd_paths=crd_paths, knative="Knative" in modes.values(), log=log) as box:
         client = box.client
         for prefix, labels, capacity, taints in pools:
             for number in range(1, NODES_PER_POOL + 1):
@@ -467,16 +466,20 @@ def _reconcile_and_schedule(box: ClusterBox, isvc: dict, namespace: str, model: 
     workload_name = f"{name}-predictor"
     # 2. reconciled: KServe's controller writes the Deployment or the Knative Service
     if model.mode == "Standard":
-        workload = _wait_for(lambda: client.get("apps/v1", "Deployment", workload_name, namespace), RECONCILE_TIMEOUT, box)
-        kind = "Deployment"
+        kind, api_version = "Deployment", "apps/v1"
     else:
-        workload = _wait_for(lambda: client.get("serving.knative.dev/v1", "Service", workload_name, namespace),
-                             RECONCILE_TIMEOUT, box)
-        kind = "Knative Service"
+        kind, api_version = "Knative Service", "serving.knative.dev/v1"
+
+    def made_or_refused():
+        found = client.get(api_version, kind.split()[-1], workload_name, namespace)
+        return found or _warning_events(client, "InferenceService", name, namespace)
+
+    outcome = _wait_for(made_or_refused, RECONCILE_TIMEOUT, box)
+    workload = outcome if isinstance(outcome, dict) else None
     if not workload:
         current = client.get("serving.kserve.io/v1beta1", "InferenceService", name, namespace)
-        model.reconciled = (f"KServe made no {kind} {workload_name} in {RECONCILE_TIMEOUT:g} s"
-                            + (f" ({_isvc_condition_message(current)})" if _isvc_condition_message(current) else ""))
+        why = outcome or _isvc_condition_message(current)
+        model.reconciled = f"KServe made no {kind} {workload_name}" + (f": {why}" if why else f" in {RECONCILE_TIMEOUT:g} s")
         return
     model.reconciled = ""
     model.workload = f"{kind} {workload_name}"
@@ -511,7 +514,9 @@ def _reconcile_and_schedule(box: ClusterBox, isvc: dict, namespace: str, model: 
         return None
 
     settled_pods = _wait_for(settled, SCHEDULE_TIMEOUT, box) or client.list("v1", "Pod", namespace, selector)
-    reasons = [_unschedulable(p) or "not scheduled in time" for p in settled_pods if not p["spec"].get("nodeName")]
+    nodes = client.list("v1", "Node")
+    reasons = [(_unschedulable(p) or "not scheduled in time") + _untolerated(p, nodes)
+               for p in settled_pods if not p["spec"].get("nodeName")]
     model.nodes = sorted({p["spec"]["nodeName"] for p in settled_pods if p["spec"].get("nodeName")})
     model.scheduled = reasons[0] if reasons else ""
     for p in settled_pods:
@@ -519,11 +524,40 @@ def _reconcile_and_schedule(box: ClusterBox, isvc: dict, namespace: str, model: 
             box.mark_running(p)
 
 
+def _warning_events(client, kind: str, name: str, namespace: str) -> str:
+    """KServe's controller reports a failed reconcile as a Warning event on the InferenceService."""
+    events = client.list("v1", "Event", namespace, field_selector=f"involvedObject.kind={kind},involvedObject.name={name}")
+    return "; ".join(dict.fromkeys(f"{e.get('reason')}: {e.get('message')}" for e in events if e.get("type") == "Warning"))
+
+
 def _unschedulable(pod: dict) -> str:
     for condition in pod.get("status", {}).get("conditions", []):
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return condition.get("message") or condition.get("reason", "unschedulable")
     return ""
+
+
+def tolerates(toleration: dict, taint: dict) -> bool:
+    """Kubernetes' toleration matching (k8s.io/api/core/v1 Toleration.ToleratesTaint)."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return bool(toleration.get("key")) and toleration.get("value", "") == taint.get("value", "")
+
+
+def _untolerated(pod: dict, nodes: list[dict]) -> str:
+    """The scheduler says only "had untolerated taint(s)": name them, with the nodes that carry them."""
+    tolerations = pod["spec"].get("tolerations") or []
+    found: dict[str, list[str]] = {}
+    for node in nodes:
+        for taint in node["spec"].get("taints") or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(tolerates(t, taint) for t in tolerations):
+                text = f"{taint['key']}{'=' + taint['value'] if taint.get('value') else ''}:{taint['effect']}"
+                found.setdefault(text, []).append(node["metadata"]["name"])
+    return "".join(f" [no toleration for taint {taint} of {', '.join(names)}]" for taint, names in found.items())
 
 
 def _replicaset_failure(box: ClusterBox, namespace: str, selector: str) -> str:

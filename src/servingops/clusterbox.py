@@ -8,6 +8,7 @@ block ends (an error, Ctrl-C, SIGTERM), removes KServe's webhooks and stops ever
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import json
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from . import controlplane, kserve_build
+from . import apiserver, controlplane, kserve_build
 from .command import Command
-from .errors import ServingOpsError, ToolError
+from .errors import ServingOpsError
 from .kubeapi import Client
 from .tools import PROJECT_ROOT
 
@@ -40,7 +41,6 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
 )
 START_TIMEOUT = 120.0
-TOKEN = "servingops-cluster-check"
 CACHE_DIR = PROJECT_ROOT / ".cache" / "cluster-check"
 
 
@@ -61,12 +61,11 @@ class Pki:
     ca_key = property(lambda self: self.folder / "ca.key")
     serving_crt = property(lambda self: self.folder / "tls.crt")
     serving_key = property(lambda self: self.folder / "tls.key")
-    sa_key = property(lambda self: self.folder / "sa.key")
-    sa_pub = property(lambda self: self.folder / "sa.pub")
 
     @classmethod
     def create(cls, folder: Path) -> "Pki":
-        """A throwaway CA and one serving certificate for 127.0.0.1 (API server and KServe's webhook server)."""
+        """A throwaway CA and a serving certificate for 127.0.0.1: KServe's webhook server (the API server's CA
+        bundle for the webhooks is this CA)."""
         folder.mkdir(parents=True, exist_ok=True)
         pki = cls(folder)
         ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
@@ -79,8 +78,6 @@ class Pki:
         ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
         Command((openssl, "x509", "-req", "-in", str(csr), "-CA", str(pki.ca_crt), "-CAkey", str(pki.ca_key),
                  "-CAcreateserial", "-out", str(pki.serving_crt), "-days", "2", "-extfile", str(ext))).run()
-        Command((openssl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(pki.sa_key))).run()
-        Command((openssl, "ec", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))).run()
         return pki
 
 
@@ -125,13 +122,14 @@ class ClusterBox:
     kserve: kserve_build.KServeBuild
     inferenceservice_config: dict
     runtimes: list[dict]
-    crds: list[dict] = field(default_factory=list)
+    crd_paths: list[Path] = field(default_factory=list)
     knative: bool = False
     workdir: Path | None = None
     log: object = print
     processes: list[Process] = field(default_factory=list)
     client: Client | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
+    _server: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _webhooks: list[tuple[str, str]] = field(default_factory=list)
     _old_sigterm: object = None
 
@@ -156,25 +154,22 @@ class ClusterBox:
     def stop(self) -> None:
         """Remove KServe's webhooks (failurePolicy Fail: they would block the API once the manager is gone), then
         stop every process this box started, the API server last."""
-        if self.client is not None and self.api_alive():
-            for kind, name in self._webhooks:
-                try:
-                    self.client.delete("admissionregistration.k8s.io/v1", kind, name)
-                except ServingOpsError:
-                    pass
+        for kind, name in self._webhooks:
+            try:
+                self.client.delete("admissionregistration.k8s.io/v1", kind, name)
+            except ServingOpsError:
+                pass  # the API server is gone already: nothing left to call the webhooks
         self._webhooks.clear()
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        self._server.close()  # the API server (apiserver.start) stops last
         if self._old_sigterm is not None:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def api_alive(self) -> bool:
-        return bool(self.processes) and self.processes[0].name == "kube-apiserver" and self.processes[0].alive()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         log = self.workdir / f"{name}.log"
@@ -199,46 +194,15 @@ class ClusterBox:
     def _make_pki(self) -> None:
         self.pki = Pki.create(self.workdir / "pki")
 
-    # --- the API server -------------------------------------------------------------------------------
+    # --- the API server, then what KServe needs before it starts ------------------------------------------
 
     def _start_apiserver(self) -> None:
-        plane = controlplane.control_plane()
-        if not plane.embedded_etcd:
-            raise ToolError("cluster-check needs this project's kube-apiserver build (embedded etcd): "
-                            "run `servingops tools install kube-control-plane`")
-        port = free_port()
-        tokens = self.workdir / "pki" / "tokens.csv"
-        tokens.write_text(f'{TOKEN},servingops,servingops,"system:masters"\n')
-        argv = [
-            str(plane.kube_apiserver),
-            f"--embedded-etcd-dir={self.workdir / 'etcd'}",
-            f"--embedded-etcd-client-url=http://127.0.0.1:{free_port()}",
-            f"--embedded-etcd-peer-url=http://127.0.0.1:{free_port()}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
-            f"--tls-cert-file={self.pki.serving_crt}", f"--tls-private-key-file={self.pki.serving_key}",
-            f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={self.pki.sa_pub}",
-            f"--service-account-signing-key-file={self.pki.sa_key}",
-            "--service-cluster-ip-range=10.96.0.0/16", "--enable-priority-and-fairness=false", "--profiling=false",
-        ]
-        process = self._spawn("kube-apiserver", argv)
-        self.client = Client(f"https://127.0.0.1:{port}", TOKEN, str(self.pki.ca_crt))
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "box",
-            "clusters": [{"name": "box", "cluster": {"server": self.client.server,
-                                                     "certificate-authority": str(self.pki.ca_crt)}}],
-            "users": [{"name": "box", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "box", "context": {"cluster": "box", "user": "box"}}],
-        }))
-        self._wait(lambda: self._readyz(), process, "kube-apiserver /readyz")
-
-    def _readyz(self) -> bool:
-        try:
-            return self.client.request("GET", "/readyz", timeout=5, raw=True) == b"ok"
-        except ServingOpsError:
-            return False
+        """apiserver.start: the pinned kube-apiserver with the CRDs installed (from its etcd snapshot when warm)."""
+        crd_paths = [*self.crd_paths, *([self.kserve.knative_service_crd] if self.knative else [])]
+        server = self._server.enter_context(apiserver.start(crd_paths, log=self.log))
+        self.server = server
+        self.kubeconfig = server.kubeconfig
+        self.client = Client(server.url, server.token, str(server.ca_file))
 
     def _wait(self, ready, process: Process, what: str, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -253,16 +217,8 @@ class ClusterBox:
             time.sleep(0.2)
         raise ServingOpsError(f"{what} not ready after {timeout:g} s: {process.tail()}")
 
-    # --- what KServe needs before it starts -----------------------------------------------------------
-
     def _install_platform(self) -> None:
-        crds = list(self.crds)
-        if self.knative:
-            crds += load_manifests(self.kserve.knative_service_crd)
-        for crd in crds:
-            # create, not server-side apply: apply's field tracking over megabytes of schema costs seconds
-            self.client.create(crd)
-        self._wait_crds_established(crds)
+        # The manager exits without its namespace and ConfigMap.
         for ns in (KSERVE_NAMESPACE, *([KNATIVE_NAMESPACE] if self.knative else [])):
             self.client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         self.client.apply(self.inferenceservice_config)
@@ -270,20 +226,6 @@ class ClusterBox:
             # KServe's Knative path reads Knative's autoscaler defaults; an empty ConfigMap means Knative's defaults.
             self.client.apply({"apiVersion": "v1", "kind": "ConfigMap",
                                "metadata": {"name": "config-autoscaler", "namespace": KNATIVE_NAMESPACE}, "data": {}})
-
-    def _wait_crds_established(self, crds: list[dict]) -> None:
-        names = [crd["metadata"]["name"] for crd in crds]
-
-        def established() -> bool:
-            for name in names:
-                crd = self.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
-                conditions = {c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []}
-                if conditions.get("Established") != "True":
-                    return False
-            return True
-
-        self._wait(established, self.processes[0], "CRDs")
-        self.client.forget()
 
     # --- KServe's manager and webhooks ----------------------------------------------------------------
 
@@ -324,7 +266,7 @@ class ClusterBox:
         self._spawn("kube-controller-manager", [
             str(controlplane.binary("kube-controller-manager")), f"--kubeconfig={self.kubeconfig}",
             f"--controllers={','.join(CONTROLLERS)}", "--leader-elect=false", "--secure-port=0",
-            f"--root-ca-file={self.pki.ca_crt}", "--use-service-account-credentials=false",
+            f"--root-ca-file={self.server.ca_file}", "--use-service-account-credentials=false",
         ])
         self._spawn("kube-scheduler", [
             str(controlplane.binary("kube-scheduler")), f"--kubeconfig={self.kubeconfig}",

@@ -129,9 +129,10 @@ class Client:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str = "", selector: str = "") -> list[dict]:
-        query = {"labelSelector": selector} if selector else None
-        return self.request("GET", self.resource(api_version, kind).path(namespace), query=query)["items"]
+    def list(self, api_version: str, kind: str, namespace: str = "", selector: str = "",
+             field_selector: str = "") -> list[dict]:
+        query = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", field_selector)) if v}
+        return self.request("GET", self.resource(api_version, kind).path(namespace), query=query or None)["items"]
 
     def create(self, obj: dict) -> dict:
         res = self.resource(obj["apiVersion"], obj["kind"])
