@@ -34,6 +34,7 @@ from .build import YAML_LOADER, kustomize_build
 RECONCILE_TIMEOUT = 60.0
 SCHEDULE_TIMEOUT = 30.0
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
+STORAGE_LABEL = "model-serving.io/storage"
 STANDARD_MODES = {"Standard", "RawDeployment"}
 KNATIVE_MODES = {"Knative", "Serverless"}
 # KServe's runtime args name the model with Go templates; KServe substitutes them when it builds the pod spec.
@@ -308,6 +309,13 @@ def check_storage_initializer(isvc: dict, pod: dict, service_account: dict | Non
     if not init.get("args") or init["args"][0] != uri:
         problems.append(f"storage-initializer args {init.get('args')}, want {uri} first")
     env_names = {e["name"] for e in init.get("env", [])}
+    # A gated model (the template's storage label) downloads only with HF_TOKEN.
+    storage = (isvc["metadata"].get("labels") or {}).get(STORAGE_LABEL)
+    if storage == "hf-gated" and "HF_TOKEN" not in env_names:
+        problems.append("storage-initializer has no HF_TOKEN for a gated model")
+    # S3 with static keys: the ServiceAccount lists the Secret, and KServe must have turned it into the keys.
+    if storage == "s3" and (service_account or {}).get("secrets") and "AWS_ACCESS_KEY_ID" not in env_names:
+        problems.append(f"storage-initializer has no AWS_ACCESS_KEY_ID from ServiceAccount {service_account['metadata']['name']}")
     for ref in (service_account or {}).get("secrets", []):
         data = (secrets.get(ref["name"]) or {}).get("data", {})
         wanted = [k for k in ("HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if k in data]

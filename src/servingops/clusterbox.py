@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import ctypes
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -111,6 +113,12 @@ class Process:
             self.proc.wait(timeout=15)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when this Python process dies, however it dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM stops the box like Ctrl-C does
     raise KeyboardInterrupt
 
@@ -175,7 +183,8 @@ class ClusterBox:
         log = self.workdir / f"{name}.log"
         handle = open(log, "w")
         proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)  # Ctrl-C reaches us; we stop them in order
+                                env=env, start_new_session=True,  # Ctrl-C reaches us; we stop them in order
+                                preexec_fn=_die_with_parent)
         handle.close()
         process = Process(name, proc, log)
         self.processes.append(process)
