@@ -9,7 +9,7 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools schemas test test-fast demo clean fuzz-long
+.PHONY: help setup tools control-plane schemas test test-fast demo clean fuzz-long
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,10 +24,13 @@ $(INSTALLED): pyproject.toml
 tools: $(INSTALLED)
 	@$(BIN)/servingops tools install
 
+control-plane: $(INSTALLED) ## the pinned kube-apiserver for `validate --server` (Go build, ~20 min once)
+	@$(BIN)/servingops tools install kube-control-plane
+
 schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build
 
-test: setup ## run every test (the full overlay matrix included)
+test: setup control-plane ## run every test (the full overlay matrix and the kube-apiserver checks included)
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup
 
 test-fast: setup ## run the tests that finish in seconds

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, helm_import, lint, manifest_diff, render, schemas, tools, validate
+from . import __version__, cluster_check, controlplane, helm_import, lint, manifest_diff, render, schemas, tools, validate
 from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
@@ -31,11 +31,23 @@ def _add_schema_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CONTROL_PLANE = "kube-control-plane"
+
+
 def cmd_tools(args: argparse.Namespace) -> int:
+    # The control plane is installed only when named: building it takes about 20 minutes the first time.
+    known = [*tools.pinned_tools(), CONTROL_PLANE]
     names = args.names or list(tools.pinned_tools())
     for name in names:
-        if name not in tools.pinned_tools():
-            raise ServingOpsError(f"unknown tool {name!r}: choose from {', '.join(tools.pinned_tools())}")
+        if name not in known:
+            raise ServingOpsError(f"unknown tool {name!r}: choose from {', '.join(known)}")
+        if name == CONTROL_PLANE:
+            if args.action == "install" and not args.no_go:
+                plane = controlplane.install(all_binaries=True, log=lambda m: print(m, file=sys.stderr))
+            else:
+                plane = controlplane.control_plane()
+            print(f"{name} {controlplane.pin().version}: {plane.source}")
+            continue
         if args.action == "install":
             path = tools.install(name, allow_go=not args.no_go, allow_download=not args.no_download)
         else:
@@ -74,6 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         lint=not args.no_lint,
         prebuilt_store=args.prebuilt_schemas,
+        server=args.server,
     )
     return print_report(report, args.output)
 
@@ -120,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    tool = verbs.add_parser("tools", help="install or locate the pinned kustomize and kubeconform")
+    tool = verbs.add_parser("tools", help="install or locate the pinned kustomize and kubeconform (and kube-control-plane)")
     tool.add_argument("action", choices=["install", "path"])
-    tool.add_argument("names", nargs="*", help="tools to act on (default: all)")
+    tool.add_argument("names", nargs="*", help=f"tools to act on (default: all but {CONTROL_PLANE})")
     tool.add_argument("--no-go", action="store_true", help="do not try `go install`")
     tool.add_argument("--no-download", action="store_true", help="do not try the GitHub release download")
     tool.set_defaults(func=cmd_tools)
@@ -145,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use this schema store as is (offline; built by `servingops schemas build --out DIR`)")
     check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")
     check.add_argument("--no-lint", action="store_true", help="skip servingops lint (the cross-object checks)")
+    check.add_argument(
+        "--server", action="store_true",
+        help="also server-side dry-run every resource on a real kube-apiserver started offline on 127.0.0.1 "
+             "(CEL rules, strict fields, defaulting, admission; built once with Go, see README)",
+    )
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
     check.add_argument("--jobs", type=int, default=default_jobs(), help="parallel builds (default: %(default)s)")
     check.set_defaults(func=cmd_validate)
@@ -155,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Verbs owned by their modules: each registers its parser and sets `func`.
-    modules = [lint, helm_import, manifest_diff]
+    modules = [lint, helm_import, manifest_diff, cluster_check]
     if tools.is_checkout():  # the matrix renders this checkout's template: not part of an installed servingops
         from . import matrix
 

@@ -1,6 +1,7 @@
 """Pinned kustomize and kubeconform: find, install and locate them.
 
 Pins live in data/tools.toml. Everything else in this package asks `tool_path(name)` for a binary.
+The Kubernetes control plane pinned in the same file is built differently: see controlplane.py.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def pinned_tools() -> dict[str, Tool]:
             sha256=dict(entry.get("sha256", {})),
         )
         for name, entry in data.items()
+        if "go_package" in entry  # `go install`-able tools; the others are controlplane.py's
     }
 
 

@@ -7,8 +7,10 @@ kubeconform process, each distinct resource exactly once, so schemas are compile
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from . import lint as lint_module
 from .build import default_jobs, display_path, explain_build_error, find_targets, plural, render_targets, split_documents
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
-from .errors import CommandError
-from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, open_store
+from .errors import CommandError, InputError
+from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, default_crd_dirs, open_store
 from .tools import tool_path
 
 # Offline runs point kubeconform's proxies at a closed port: anything it tried to fetch would fail loudly.
@@ -56,6 +58,7 @@ class Report:
     targets: list[TargetResult] = field(default_factory=list)
     resources: list[ResourceResult] = field(default_factory=list)
     lint: lint_module.LintReport | None = None  # None when validation ran with lint=False
+    server: str = ""  # "kube-apiserver v1.34.4" when every resource was also dry-run on one
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.resources)
@@ -81,6 +84,7 @@ class Report:
         schema = (
             f"{plural(self.count(VALID), 'resource')} valid, {self.count(INVALID)} invalid, "
             f"{plural(self.errors, 'error')} in {plural(len(self.targets), 'overlay')}"
+            + (f" (kubeconform and {self.server} dry-run)" if self.server else "")
         )
         return schema if self.lint is None else f"{schema}; lint: {self.lint.summary()}"
 
@@ -90,6 +94,7 @@ class Report:
             "targets": [asdict(t) for t in self.targets],
             "resources": [asdict(r) for r in self.resources],
             "summary": {
+                **({"server": self.server} if self.server else {}),
                 "valid": self.count(VALID),
                 "invalid": self.count(INVALID),
                 "errors": self.errors,
@@ -171,6 +176,57 @@ def _verdict(entry: dict, store: Store) -> Verdict:
     return Verdict(ERROR, message)
 
 
+def server_verdicts(objects: Sequence[dict], crd_dirs: Sequence[Path] | None, *, jobs: int | None = None) -> list[Verdict]:
+    """Server-side dry-run of each object on a kube-apiserver started for this call, serving the CRDs of the
+    schema store's sources; same order out."""
+    from . import apiserver, controlplane  # only --server needs them
+
+    sources = default_crd_dirs() if crd_dirs is None else list(crd_dirs)
+    if not sources:
+        raise InputError("--server needs CRDs to install: pass --crds DIR or set SERVINGOPS_CRDS")
+    plane = controlplane.install(log=lambda message: print(message, file=sys.stderr))
+    with apiserver.start(sources, plane=plane, log=lambda message: print(message, file=sys.stderr)) as server:
+        return server_dry_run(server, objects, jobs=jobs)
+
+
+def server_dry_run(server, objects: Sequence[dict], *, jobs: int | None = None) -> list[Verdict]:
+    """Dry-run create and server-side apply (strict field validation) of each object on a running
+    apiserver.Server; each distinct object is sent once. Namespaces are created for real first (a throwaway server)."""
+    keys = [json.dumps(obj, sort_keys=True) for obj in objects]
+    unique = dict(zip(keys, objects))
+    for namespace in sorted(_namespaces(server, unique.values())):
+        server.ensure_namespace(namespace)  # a refused name shows up as its objects' refusal
+    with ThreadPoolExecutor(max_workers=max(2, jobs or default_jobs())) as pool:
+        outcomes = dict(zip(unique, pool.map(server.dry_run, unique.values())))
+    # code 0: never sent (no API for the kind, no name) -> an error, like kubeconform's missing schema
+    return [
+        Verdict(VALID) if outcomes[k].accepted else Verdict(INVALID if outcomes[k].code else ERROR, outcomes[k].message)
+        for k in keys
+    ]
+
+
+def _namespaces(server, objects: Iterable[dict]) -> set[str]:
+    names = set()
+    for obj in objects:
+        resource = server.resource_for(obj)
+        meta = obj.get("metadata") or {}
+        if (obj.get("apiVersion"), obj.get("kind")) == ("v1", "Namespace") and meta.get("name"):
+            names.add(str(meta["name"]))
+        elif resource is not None and resource.namespaced:
+            names.add(str(meta.get("namespace") or "default"))
+    return names
+
+
+def _combine(schema: Verdict, server: Verdict) -> Verdict:
+    """The worse of the two verdicts; both messages when both complain."""
+    if server.status == VALID:
+        return schema
+    message = f"kube-apiserver: {server.message}"
+    if schema.status == VALID:
+        return Verdict(server.status, message)
+    return Verdict(schema.status, f"{schema.message}; {message}")
+
+
 def validate(
     paths: Iterable[Path],
     *,
@@ -181,8 +237,10 @@ def validate(
     jobs: int | None = None,
     lint: bool = True,
     prebuilt_store: Path | None = None,
+    server: bool = False,
 ) -> Report:
-    """Build and validate every target; then lint the built output (cross-object checks) unless lint=False."""
+    """Build and validate every target; then lint the built output (cross-object checks) unless lint=False.
+    server=True: also server-side dry-run every resource on a real kube-apiserver (see apiserver.py)."""
     jobs = jobs or default_jobs()
     targets = find_targets(paths)
     store = open_store(prebuilt_store) if prebuilt_store else build_store(store_dir, kubernetes_version, crd_dirs)
@@ -206,7 +264,14 @@ def validate(
         for parsed, text in docs:
             pending.append((label, parsed))
             documents.append(text)
-    for (label, parsed), verdict in zip(pending, kubeconform_verdicts(documents, store, online=online, jobs=jobs)):
+    verdicts = kubeconform_verdicts(documents, store, online=online, jobs=jobs)
+    if server:
+        objects = [parsed if isinstance(parsed, dict) else {} for _, parsed in pending]
+        verdicts = [_combine(a, b) for a, b in zip(verdicts, server_verdicts(objects, crd_dirs, jobs=jobs))]
+        from .controlplane import pin
+
+        report.server = f"kube-apiserver {pin().version}"
+    for (label, parsed), verdict in zip(pending, verdicts):
         meta = parsed.get("metadata") or {} if isinstance(parsed, dict) else {}
         report.resources.append(
             ResourceResult(

@@ -1,0 +1,146 @@
+"""`servingops cluster-check` against the real thing: kube-apiserver, KServe's own manager (webhooks + controller) at the
+repo's release, kube-controller-manager, kube-scheduler and simulated GPU/CPU nodes. The repos are rendered by copier;
+the faults are the edits a user could make in the files the repo gives them (values/*.yaml, the runtime)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servingops import cluster_check, render
+from servingops.tools import PROJECT_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
+EXAMPLES = PROJECT_ROOT / "examples"
+
+
+def check(repo: Path) -> tuple[cluster_check.Report, dict[str, cluster_check.ModelResult]]:
+    lines: list[str] = []
+    report = cluster_check.cluster_check([repo], log=lines.append)
+    print("\n".join(lines))
+    return report, {f"{m.environment}/{m.name}": m for m in report.models}
+
+
+def append_yaml(path: Path, doc: dict) -> None:
+    """Merge `doc` into the YAML file at `path` (a user's edit of a file the repo hands them)."""
+    current = yaml.safe_load(path.read_text()) or {}
+
+    def merge(into: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(current, doc)
+    path.write_text(yaml.safe_dump(current, sort_keys=False))
+
+
+def test_default_repo_standard_mode_is_admitted_reconciled_and_scheduled(tmp_path):
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard"})
+    report, models = check(repo)
+    assert report.ok, report.summary()
+    gpu_model = models["gpu/qwen25-1-5b"]
+    assert gpu_model.mode == "Standard" and gpu_model.workload == "Deployment qwen25-1-5b-predictor"
+    assert gpu_model.nodes and all(n.startswith("gpu-node-") for n in gpu_model.nodes)
+    assert all(n.startswith("cpu-node-") for n in models["cpu/qwen3-4b"].nodes)
+    assert models["gpu/qwen25-0-5b-gguf"].nodes and not models["gpu/qwen25-0-5b-gguf"].problems
+
+
+def test_denial_unschedulable_and_missing_toleration_are_reported(tmp_path):
+    """One GPU environment, three faults: the vLLM runtime takes the priority of KServe's
+    kserve-huggingfaceserver-multinode (denied by KServe's webhook), one model asks for 16 GPUs (more than any node
+    has), another loses the gpu component's toleration (the GPU nodes' taint keeps it off)."""
+    repo = render.render(tmp_path / "repo", {
+        "deployment_mode": "Standard",
+        "catalog_models": ["qwen25-1-5b", "llama-8b-gpu"],
+        "custom_models": [{"name": "ollama-no-toleration", "runtime": "ollama", "modelTag": "qwen3:4b", "gpus": 1}],
+        "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu"]}],
+    })
+    multinode = yaml.safe_load(
+        (PROJECT_ROOT.parent / "shared/kserve/v0.20.0/runtimes/kserve-huggingfaceserver-multinode.yaml").read_text())
+    priority = next(f["priority"] for f in multinode["spec"]["supportedModelFormats"] if f["name"] == "huggingface")
+    runtime_file = repo / "platform/runtimes/vllm/servingruntime-vllm.yaml"
+    runtime = yaml.safe_load(runtime_file.read_text())
+    for fmt in runtime["spec"]["supportedModelFormats"]:
+        if fmt["name"] == "huggingface":
+            fmt.update(autoSelect=True, priority=priority)
+    runtime_file.write_text(yaml.safe_dump(runtime, sort_keys=False))
+    values = repo / "environments/gpu/models/values"
+    append_yaml(values / "llama-8b-gpu.yaml", {"spec": {"predictor": {"model": {"resources": {
+        "limits": {"nvidia.com/gpu": "16"}, "requests": {"nvidia.com/gpu": "16"}}}}}})
+    append_yaml(values / "ollama-no-toleration.yaml", {"spec": {"predictor": {"tolerations": []}}})
+
+    report, models = check(repo)
+    assert not report.ok
+    env = report.environments[0]
+    denial = next(d for d in env.denials if d.ref == "ClusterServingRuntime kserve-vllm")
+    assert "kserve-huggingfaceserver-multinode" in denial.message and "priority" in denial.message
+
+    # its runtime was refused, so KServe's controller has nothing to build the model with, and says so
+    orphan = models["gpu/qwen25-1-5b"]
+    assert not orphan.admitted and "No ServingRuntimes or ClusterServingRuntimes with the name: kserve-vllm" in orphan.reconciled
+
+    big = models["gpu/llama-8b-gpu"]
+    assert not big.admitted and big.reconciled == "" and not big.nodes
+    assert "Insufficient nvidia.com/gpu" in big.scheduled
+
+    untolerated = models["gpu/ollama-no-toleration"]
+    assert not untolerated.admitted and untolerated.reconciled == ""
+    assert "untolerated taint" in untolerated.scheduled
+    assert "no toleration for taint nvidia.com/gpu=present:NoSchedule of gpu-node-1, gpu-node-2" in untolerated.scheduled
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yml")))
+def test_examples_hold_on_the_cluster(tmp_path, name):
+    repo = render.render(tmp_path / "repo", yaml.safe_load((EXAMPLES / f"{name}.yml").read_text()))
+    report, _ = check(repo)
+    assert report.ok, report.summary()
+
+
+def test_default_repo_knative_mode(tmp_path):
+    repo = render.render(tmp_path / "repo")
+    report, models = check(repo)
+    assert report.ok, report.summary()
+    assert models["gpu/qwen25-1-5b"].workload == "Knative Service qwen25-1-5b-predictor"
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (the box's processes run in their own sessions, but keep their parent)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    """Ctrl-C (SIGINT to the foreground process group) while the box runs: every process it started is gone."""
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "catalog_models": ["qwen3-4b"],
+                                             "environments": [{"name": "cpu", "cluster": "in-cluster", "components": ["cpu"]}]})
+    proc = subprocess.Popen([sys.executable, "-m", "servingops", "cluster-check", str(repo)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    started: list[int] = []
+    try:
+        for line in proc.stdout:
+            if "cluster up" in line:
+                started = _children(proc.pid)
+                break
+        assert len(started) >= 4, "kube-apiserver, KServe's manager, kube-controller-manager, kube-scheduler"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert [pid for pid in started if Path(f"/proc/{pid}").exists()] == []
