@@ -87,6 +87,8 @@ def question_values(name: str) -> list[Any]:
         return [question["default"], not question["default"]]
     choices = question["choices"]
     values = list(choices.values()) if isinstance(choices, dict) else list(choices)
+    # A choice may carry its own validator ({value: ..., validator: ...}): the value is what the answer holds.
+    values = [v["value"] if isinstance(v, dict) else v for v in values]
     return sorted(values, key=lambda v: v != question["default"])
 
 
