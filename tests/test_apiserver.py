@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import apiserver, controlplane, render, schemas
+from servingops import apiserver, controlplane, releases, render, schemas
 from servingops.tools import PROJECT_ROOT
-from servingops.validate import ERROR, INVALID, VALID, kustomize_build, validate
+from servingops.validate import ERROR, INVALID, VALID, kustomize_build, server_crd_sources, validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kube-apiserver")]
 EXAMPLES = PROJECT_ROOT / "examples"
@@ -33,8 +33,9 @@ def plane() -> controlplane.ControlPlane:
 
 @pytest.fixture(scope="module")
 def pool_repo(tmp_path_factory) -> Path:
-    """The seed's InferencePool example, generated: its built gpu/models layer is where faults get planted."""
-    data = yaml.safe_load((EXAMPLES / "inference-pool.yml").read_text())
+    """The seed's InferencePool example for KServe v0.20 (InferencePool inference.networking.k8s.io/v1), generated:
+    its built gpu/models layer is where faults get planted, in overlays inside the repo (same KServe release)."""
+    data = yaml.safe_load((EXAMPLES / "inference-pool.yml").read_text()) | {"kserve_version": "v0.20"}
     return render.render(tmp_path_factory.mktemp("pool") / "repo", data)
 
 
@@ -83,7 +84,7 @@ def by_kind(report) -> dict[str, tuple[str, str]]:
 
 
 def test_faults_kubeconform_accepts_are_refused_by_the_server_in_its_own_words(plane, pool_repo, tmp_path):
-    overlay = write_overlay(tmp_path / "faulty", planted_faults(pool_repo))
+    overlay = write_overlay(pool_repo / "faulty", planted_faults(pool_repo))
     schema_only = validate([overlay], lint=False)
     assert schema_only.ok, schema_only.failures()  # kubeconform: all four pass
 
@@ -96,7 +97,8 @@ def test_faults_kubeconform_accepts_are_refused_by_the_server_in_its_own_words(p
     assert 'unknown field "spec.predictor.volumes[0].ephemeral.volumeClaimTemplate.metadata.labelz"' \
         in found["InferenceService"][1]
     assert found["Service"][0] == INVALID and 'Unsupported value: "LoadBalancers"' in found["Service"][1]
-    assert not report.ok and report.summary().startswith("0 resources valid, 4 invalid, 0 errors in 1 overlays")
+    assert not report.ok and report.summary() == (
+        f"0 resources valid, 4 invalid, 0 errors in 1 overlay (kubeconform and kube-apiserver {controlplane.pin().version} dry-run)")
     assert all(line.count("kube-apiserver: ") == 1 for line in report.failures())
 
 
@@ -104,8 +106,8 @@ def test_the_unplanted_objects_pass_and_a_kind_without_crd_is_an_error(plane, po
     built = [d for d in yaml.safe_load_all(kustomize_build(pool_repo / "environments" / "gpu" / "models")) if d]
     stray = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "llm-platform"}}
     docs = {f"doc{n}": doc for n, doc in enumerate(built)}
-    overlay = write_overlay(tmp_path / "ok", docs)
-    assert validate([overlay], lint=False, server=True).ok
+    report = validate([write_overlay(pool_repo / "unplanted", docs)], lint=False, server=True)
+    assert report.ok, report.failures()
     # kubeconform has no schema for it either; the server check must not turn that into a pass.
     report = validate([write_overlay(tmp_path / "stray", {"w": stray})], lint=False, server=True)
     assert [r.status for r in report.resources] == [ERROR]
@@ -249,3 +251,17 @@ def test_envtest_binaries_are_reused_when_their_versions_match(monkeypatch, tmp_
     tried: list[str] = []
     assert controlplane.find(tried) is None
     assert any("etcd v3.5.21" in reason for reason in tried)
+
+
+def test_the_server_gets_the_crd_set_of_the_repositorys_kserve_release(tmp_path):
+    shared = PROJECT_ROOT.parent / "shared"
+    v016 = [p.relative_to(shared).as_posix() for p in releases.crd_files("v0.16")]
+    v020 = [p.relative_to(shared).as_posix() for p in releases.crd_files("v0.20")]
+    assert "kserve/v0.16.0/crds/serving.kserve.io_inferenceservices.yaml" in v016
+    assert "kserve/v0.20.0/crds/serving.kserve.io_inferenceservices.yaml" in v020
+    assert not any(p.startswith("crds/serving.kserve.io/") for p in v016 + v020)  # only the release's own
+    pools = "crds/inference.networking.k8s.io/inference.networking.k8s.io_inferencepools.yaml"
+    assert pools in v020 and pools not in v016
+    repo = render.render(tmp_path / "repo", {"kserve_version": "v0.16"})
+    label, sources = server_crd_sources(repo / "environments", None)
+    assert label == "KServe v0.16" and sources == releases.crd_files("v0.16")

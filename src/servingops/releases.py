@@ -78,3 +78,19 @@ def recorded_version(paths: list[Path]) -> str | None:
                 release(version)  # an unknown release in the answers is an error, not a silent default
                 return version
     return None
+
+
+def crd_files(version: str | None = None, shared: Path | None = None) -> list[Path]:
+    """The CRD files a cluster running this KServe release has: the common set (../shared/crds) without the
+    release's `without` files and without serving.kserve.io, then that release's own serving.kserve.io CRDs
+    (../shared/kserve/<tag>/crds). `servingops validate --server` installs exactly these."""
+    row = release(version)["crds"]
+    shared = shared or PROJECT_ROOT.parent / "shared"
+    common, own = shared / "crds", shared / "kserve" / row["kserve"] / "crds"
+    for folder in (common, own):
+        if not folder.is_dir():
+            raise InputError(f"CRD folder {folder} does not exist: pass --crds DIR (e.g. `kubectl get crd -o yaml`)")
+    dropped = {common / path for path in row["without"]}
+    files = [p for p in sorted(common.rglob("*.yaml"))
+             if p not in dropped and p.relative_to(common).parts[0] != "serving.kserve.io"]
+    return files + sorted(own.glob("*.yaml"))

@@ -7,6 +7,7 @@ kubeconform process, each distinct resource exactly once, so schemas are compile
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,8 @@ from . import lint as lint_module
 from .build import default_jobs, display_path, explain_build_error, find_targets, plural, render_targets, split_documents
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
-from .errors import CommandError, InputError
+from . import releases
+from .errors import CommandError
 from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, default_crd_dirs, open_store
 from .tools import tool_path
 
@@ -176,17 +178,25 @@ def _verdict(entry: dict, store: Store) -> Verdict:
     return Verdict(ERROR, message)
 
 
-def server_verdicts(objects: Sequence[dict], crd_dirs: Sequence[Path] | None, *, jobs: int | None = None) -> list[Verdict]:
-    """Server-side dry-run of each object on a kube-apiserver started for this call, serving the CRDs of the
-    schema store's sources; same order out."""
+def server_verdicts(objects: Sequence[dict], crd_sources: Sequence[Path], *, jobs: int | None = None) -> list[Verdict]:
+    """Dry-run each object on a kube-apiserver started for this call with the CRDs in crd_sources (files or
+    folders); same order out."""
     from . import apiserver, controlplane  # only --server needs them
 
-    sources = default_crd_dirs() if crd_dirs is None else list(crd_dirs)
-    if not sources:
-        raise InputError("--server needs CRDs to install: pass --crds DIR or set SERVINGOPS_CRDS")
     plane = controlplane.install(log=lambda message: print(message, file=sys.stderr))
-    with apiserver.start(sources, plane=plane, log=lambda message: print(message, file=sys.stderr)) as server:
+    with apiserver.start(crd_sources, plane=plane, log=lambda message: print(message, file=sys.stderr)) as server:
         return server_dry_run(server, objects, jobs=jobs)
+
+
+def server_crd_sources(target: Path, crd_dirs: Sequence[Path] | None) -> tuple[str, list[Path]]:
+    """(label, CRD files or folders) for a target's server: --crds or $SERVINGOPS_CRDS when given, else the CRD
+    set of the KServe release its repository's answers name (the default release outside a generated repo)."""
+    if crd_dirs is not None:
+        return "--crds", list(crd_dirs)
+    if os.environ.get("SERVINGOPS_CRDS"):
+        return "$SERVINGOPS_CRDS", default_crd_dirs()
+    version = releases.recorded_version([target]) or releases.default_version()
+    return f"KServe {version}", releases.crd_files(version)
 
 
 def server_dry_run(server, objects: Sequence[dict], *, jobs: int | None = None) -> list[Verdict]:
@@ -249,8 +259,10 @@ def validate(
     pending: list[tuple[str, dict]] = []  # (target label, parsed doc) awaiting a verdict
     documents: list[str] = []
     built: dict[str, list[dict]] = {}  # target label -> parsed docs, for lint
+    target_paths: dict[str, Path] = {}  # target label -> its path (which repository, which KServe release)
     for target, output in zip(targets, rendered):
         label = display_path(target.path)
+        target_paths[label] = target.path
         if isinstance(output, CommandError):
             report.targets.append(TargetResult(label, ERROR, message=explain_build_error(str(output), target.path)))
             continue
@@ -266,8 +278,15 @@ def validate(
             documents.append(text)
     verdicts = kubeconform_verdicts(documents, store, online=online, jobs=jobs)
     if server:
-        objects = [parsed if isinstance(parsed, dict) else {} for _, parsed in pending]
-        verdicts = [_combine(a, b) for a, b in zip(verdicts, server_verdicts(objects, crd_dirs, jobs=jobs))]
+        # one server per CRD set (a repository's KServe release), each distinct object dry-run once on it
+        groups: dict[str, tuple[list[Path], list[int]]] = {}
+        for index, (label, _) in enumerate(pending):
+            name, sources = server_crd_sources(target_paths[label], crd_dirs)
+            groups.setdefault(name, (sources, []))[1].append(index)
+        for sources, indexes in groups.values():
+            objects = [pending[i][1] if isinstance(pending[i][1], dict) else {} for i in indexes]
+            for i, verdict in zip(indexes, server_verdicts(objects, sources, jobs=jobs)):
+                verdicts[i] = _combine(verdicts[i], verdict)
         from .controlplane import pin
 
         report.server = f"kube-apiserver {pin().version}"
