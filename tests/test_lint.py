@@ -357,7 +357,7 @@ def test_runtime_priority_collision_follows_the_webhook(new, existing, collides)
     assert bool(lint._priority_collision(existing, new)) is collides
 
 
-@pytest.mark.parametrize("release", sorted(lint.kserve.BLOCKED_ENV_VARS))
+@pytest.mark.parametrize("release", [lint.kserve.releases.release(v)["tag"] for v in lint.kserve.releases.versions()])
 def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release):
     # Every runtime the template can generate, next to what each supported KServe release installs.
     repo = render.render(tmp_path / "repo", {"catalog_models": EVERY_RUNTIME["catalog_models"]})

@@ -5,7 +5,7 @@
   that release's config/runtimes files).
 - `BLOCKED_ENV_VARS`: the environment variables KServe's admission webhooks refuse in runtime and
   InferenceService containers (pkg/validation/env_policy.go, DefaultBlockedEnvVars; added in v0.19).
-- `repo_release(root)`: the release a generated repo targets.
+- `repo_release(root)`: the release tag a generated repo targets (its kserve_version in releases.yml).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from . import releases
 from .errors import InputError
 from .tools import PROJECT_ROOT
 
-DEFAULT_RELEASE = "v0.20.0"
 BLOCKED_ENV_VARS: dict[str, tuple[str, ...]] = {
     "v0.16.0": (),
     "v0.19.0": ("PYTHONPATH",),
@@ -28,18 +28,13 @@ BLOCKED_ENV_VARS: dict[str, tuple[str, ...]] = {
 
 
 def repo_release(root: Path | None) -> str:
-    """The KServe release tag a generated repo targets (its answers' kserve_version), else DEFAULT_RELEASE."""
-    answers = root / ".copier-answers.yml" if root is not None else None
-    if answers is not None and answers.is_file():
-        try:
-            data = yaml.safe_load(answers.read_text()) or {}
-        except yaml.YAMLError:
-            data = {}
-        version = str(data.get("kserve_version") or "") if isinstance(data, dict) else ""
-        if version:
-            return next((tag for tag in BLOCKED_ENV_VARS if tag == version or tag.startswith(version + ".")),
-                        version)
-    return DEFAULT_RELEASE
+    """The KServe release tag a generated repo targets: its recorded kserve_version (overlays-catalog/releases.yml),
+    else the template's default release."""
+    version = releases.recorded_version([root]) if root is not None else None
+    return str(releases.release(version)["tag"])
+
+
+DEFAULT_RELEASE = repo_release(None)
 
 
 def runtimes_dir(tag: str) -> Path:
