@@ -288,7 +288,8 @@ def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example,
     assert {"pods", "inferencepools"} <= {res for r in role["rules"] for res in r["resources"]}
     binding = rendered.kind("RoleBinding", "gpu")[epp]
     assert binding["roleRef"]["name"] == epp and binding["subjects"] == [{"kind": "ServiceAccount", "name": epp, "namespace": "llm-platform"}]
-    if not legacy:
+    assert ("--config-file" in args) == (kserve_version == "v0.20")  # llm-d-router v0.10.0: the chart's plugins
+    if "--config-file" in args:
         config = rendered.kind("ConfigMap", "gpu")[epp]["data"]["default-plugins.yaml"]
         assert args[args.index("--config-file") + 1] == "/config/default-plugins.yaml" and "queue-scorer" in config
 
