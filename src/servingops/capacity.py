@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, is_checkout
 
 MIB = 1 << 20
 UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 0.001,
@@ -27,7 +28,9 @@ FIGURES = ("parameters", "layers", "kvHeads", "headDim", "bytesPerWeight", "down
 
 @cache
 def coefficients() -> dict[str, Any]:
-    return yaml.safe_load((PROJECT_ROOT / "overlays-catalog" / "capacity.yml").read_text())
+    # The checkout's catalog, or the copy packaged with servingops (installed from git: `make tools` in a generated repo).
+    folder = PROJECT_ROOT / "overlays-catalog" if is_checkout() else Path(__file__).resolve().parent / "catalog"
+    return yaml.safe_load((folder / "capacity.yml").read_text())
 
 
 def quantity_mib(value: Any) -> int:
