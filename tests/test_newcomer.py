@@ -270,3 +270,17 @@ def test_make_update_check_states_what_its_exit_codes_mean(tmp_path, template):
     help_line = next(line for line in (repo / "Makefile").read_text().splitlines() if line.startswith("update-check:"))
     for meaning in ("0 up to date", "1 newer release", "2 cannot tell"):
         assert meaning in help_line, help_line
+
+
+def test_make_test_fast_runs_no_test_that_renders_the_template():
+    """`make test-fast` is what its help says: the tests that render the template (seconds each, hundreds of
+    them) are left to `make test`."""
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    recipe = re.search(r"^test-fast:.*\n\t(.*)$", makefile, re.M).group(1)
+    listed = re.search(r"^FAST_TESTS := (.*)$", makefile, re.M)
+    assert "$(FAST_TESTS)" in recipe and listed, recipe
+    modules = listed.group(1).split()
+    assert modules and all((PROJECT_ROOT / m).is_file() for m in modules)
+    for module in modules:
+        source = (PROJECT_ROOT / module).read_text()
+        assert not re.search(r"\brender\b|copier|matrix", source), f"{module} renders the template"
