@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -87,7 +88,16 @@ CORE_KINDS = {
     ("networking.k8s.io", "NetworkPolicy"): ("Namespaced", "networkpolicies"),
     ("rbac.authorization.k8s.io", "ClusterRole"): ("Cluster", "clusterroles"),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): ("Cluster", "clusterrolebindings"),
+    ("rbac.authorization.k8s.io", "Role"): ("Namespaced", "roles"),
+    ("rbac.authorization.k8s.io", "RoleBinding"): ("Namespaced", "rolebindings"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"): ("Cluster", "validatingadmissionpolicies"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"): ("Cluster", "validatingadmissionpolicybindings"),
 }
+# The admin-owned layer (platform/admin/): multi-tenant Flux applies it from the entry point, never as the tenant.
+ADMIN_KINDS = {("", "Namespace"), ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+               ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding")}
+# Verbs that let a holder of RBAC rights grant themselves more: a tenant must never have them.
+ESCALATING_VERBS = {"escalate", "bind", "impersonate", "*"}
 DEPRECATED_KUSTOMIZE_FIELDS = {"bases", "patchesStrategicMerge", "patchesJson6902", "commonLabels", "vars", "imageTags"}
 CLOSED_PROXY = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
@@ -376,31 +386,97 @@ def test_flux_entry_points(name, rendered):
         assert "Ready" in isvc["current"] and isvc["failed"]
 
         if answers["flux_service_account"]:
-            check_flux_tenant_rbac(repo, answers, objs, [k["spec"]["path"] for k in kustomizations])
+            check_flux_tenant_rbac(repo, answers, objs, kustomizations)
         else:
-            assert not {o["kind"] for o in objs} & {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+            assert not {o["kind"] for o in objs} & {"ServiceAccount", "Role", "ClusterRole", "ClusterRoleBinding"}
 
 
-def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], paths: list[str]) -> None:
-    """The impersonated ServiceAccount exists, is bound to a ClusterRole, and may manage exactly the deployed kinds."""
-    sa_name, flux_ns = answers["flux_service_account"], answers["flux_namespace"]
+def flux_tenant_build(repo: Path, kustomization: dict, tmp: Path) -> list[dict]:
+    """What kustomize-controller applies for a Flux Kustomization: its path, with spec.patches applied."""
+    folder = repo / kustomization["spec"]["path"].removeprefix("./")
+    if not kustomization["spec"].get("patches"):
+        return deployed(repo, str(folder.relative_to(repo)))
+    overlay = tmp / kustomization["metadata"]["name"]
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"resources": [os.path.relpath(folder, overlay)], "patches": kustomization["spec"]["patches"]}))
+    return objects(kustomize_build(overlay))
+
+
+def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomizations: list[dict]) -> None:
+    """Least privilege for the impersonated ServiceAccount, checked for scope, not just kinds: namespaced kinds
+    through a Role in the models' namespace, cluster-scoped kinds by name, nothing that escalates, nothing of the
+    admin-owned layer, and nothing in Flux's own namespace."""
+    sa_name, flux_ns, target_ns = answers["flux_service_account"], answers["flux_namespace"], answers["namespace"]
+    subject = {"kind": "ServiceAccount", "name": sa_name, "namespace": flux_ns}
     accounts = [o for o in objs if o["kind"] == "ServiceAccount"]
     assert [(a["metadata"]["name"], a["metadata"]["namespace"]) for a in accounts] == [(sa_name, flux_ns)]
-    (binding,) = [o for o in objs if o["kind"] == "ClusterRoleBinding"]
-    assert {"kind": "ServiceAccount", "name": sa_name, "namespace": flux_ns} in binding["subjects"]
-    (role,) = [o for o in objs if o["kind"] == "ClusterRole"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": role["metadata"]["name"]}
+
+    # What the tenant applies: every layer it impersonates for, with Flux's patches (the admin layer dropped).
+    with tempfile.TemporaryDirectory() as tmp:
+        applied = [o for k in kustomizations if k["spec"].get("serviceAccountName") == sa_name
+                   for o in flux_tenant_build(repo, k, Path(tmp))]
+    assert applied and all(k["spec"].get("serviceAccountName") == sa_name for k in kustomizations)
+    for k in kustomizations:
+        if layer_of(k["spec"]["path"])[1] == "secrets":
+            applied += [{"apiVersion": "v1" if not SECRETS_LAYER_KIND[answers["secrets_provider"]][0] else
+                         "/".join((SECRETS_LAYER_KIND[answers["secrets_provider"]][0], "v1alpha1")),
+                         "kind": SECRETS_LAYER_KIND[answers["secrets_provider"]][1],
+                         "metadata": {"name": "any", "namespace": target_ns}}]
+    assert not kinds_of(applied) & ADMIN_KINDS, "the tenant applies admin-owned objects"
+    # ... and the entry point (the admin) applies the admin layer instead.
+    assert ADMIN_KINDS <= kinds_of(objs)
+
+    # Namespaced kinds: a Role (never a ClusterRole) in the models' namespace, bound to the ServiceAccount there.
+    (role,) = [o for o in objs if o["kind"] == "Role"]
+    (role_binding,) = [o for o in objs if o["kind"] == "RoleBinding"]
+    assert role["metadata"]["namespace"] == target_ns == role_binding["metadata"]["namespace"]
+    assert role_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                       "name": role["metadata"]["name"]}
+    assert role_binding["subjects"] == [subject]
+    namespaced = [o for o in applied if resource_info((group_of(o), o["kind"]))[0] == "Namespaced"]
+    assert {o["metadata"].get("namespace", target_ns) for o in namespaced} == {target_ns}
     managed = {(g, r) for rule in role["rules"] if "create" in rule["verbs"]
                for g in rule["apiGroups"] for r in rule["resources"]}
-    needed = {(kind[0], resource_info(kind)[1]) for p in paths for kind in kinds_synced(repo, p.removeprefix("./"))}
-    assert managed == needed
+    assert managed == {(group_of(o), resource_info((group_of(o), o["kind"]))[1]) for o in namespaced}
+    assert all("resourceNames" not in rule for rule in role["rules"])
     # Beyond that, only what the endpoint pickers' Roles grant (RBAC lets only a holder grant it): read-only.
     extra = [rule for rule in role["rules"] if "create" not in rule["verbs"]]
     assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in extra)
-    assert bool(extra) == any(k == ("rbac.authorization.k8s.io", "Role") for p in paths
-                              for k in kinds_synced(repo, p.removeprefix("./")))
-    assert all("*" not in rule["verbs"] for rule in role["rules"])
+    assert bool(extra) == (("rbac.authorization.k8s.io", "Role") in kinds_of(namespaced))
+
+    # Cluster-scoped kinds: reads may be cluster-wide; every write is narrowed to the names the tenant applies.
+    cluster_objs = [o for o in applied if resource_info((group_of(o), o["kind"]))[0] == "Cluster"]
+    cluster_roles = [o for o in objs if o["kind"] == "ClusterRole"]
+    cluster_bindings = [o for o in objs if o["kind"] == "ClusterRoleBinding"]
+    assert len(cluster_roles) == len(cluster_bindings) == (1 if cluster_objs else 0)
+    writes: dict[tuple[str, str], set[str]] = {}
+    for cluster_role in cluster_roles:
+        (binding,) = cluster_bindings
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                      "name": cluster_role["metadata"]["name"]}
+        assert binding["subjects"] == [subject]
+        for rule in cluster_role["rules"]:
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    kind = next(k for k, (scope, plural) in api_resources().items() if k[0] == g and plural == r)
+                    assert resource_info(kind)[0] == "Cluster", f"the ClusterRole grants namespaced {r}"
+                    if set(rule["verbs"]) - {"get", "list", "watch"}:
+                        assert rule.get("resourceNames"), f"writes to every {r} in the cluster"
+                        writes.setdefault((g, r), set()).update(rule["resourceNames"])
+    assert writes == {
+        (group_of(o), resource_info((group_of(o), o["kind"]))[1]): {
+            p["metadata"]["name"] for p in cluster_objs if (group_of(p), p["kind"]) == (group_of(o), o["kind"])}
+        for o in cluster_objs}
+
+    for rbac_role in [role, *cluster_roles]:
+        for rule in rbac_role["rules"]:
+            assert not set(rule["verbs"]) & ESCALATING_VERBS, f"{rbac_role['kind']} grants {rule['verbs']}"
+            assert "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+            if "rbac.authorization.k8s.io" in rule["apiGroups"]:  # only the endpoint pickers' Roles, in its namespace
+                assert rbac_role is role and set(rule["resources"]) <= {"roles", "rolebindings"}, rule
+    # Nothing in Flux's namespace: its Git credentials and decryption keys live there.
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding") and o["metadata"]["namespace"] == flux_ns]
 
 
 # --- 4. catalog, copier choices and template agree ------------------------------------------------------
