@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import pty
 import subprocess
 from pathlib import Path
 
@@ -58,9 +59,77 @@ def test_make_secret_refuses_without_the_value(repo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     env["PATH"] = f"{fake_tool(tmp_path / 'bin', 'kubeseal')}:{fake_tool(tmp_path / 'bin', 'sops')}:{env['PATH']}"
     result = subprocess.run(["make", "secret", "ENV=gpu", "NAME=hf-secret"], cwd=repo, env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert result.returncode != 0 and "set HF_TOKEN in your environment first" in result.stderr
-    assert not list((repo / "secrets" / "gpu").glob("hf-secret.*"))
+    assert not list((repo / "secrets" / "gpu").glob("*hf-secret*"))
+
+
+def encrypter(repo: Path) -> str:
+    return "kubeseal" if "kubeseal" in (repo / "scripts" / "secret").read_text() else "sops"
+
+
+def test_a_failing_encrypter_leaves_the_existing_file_intact(repo, tmp_path):
+    tool = encrypter(repo)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / tool).write_text("#!/bin/sh\ncat >/dev/null\necho 'cannot fetch the certificate' >&2\nexit 1\n")
+    (bin_dir / tool).chmod(0o755)
+    suffix = "sealedsecret" if tool == "kubeseal" else "sops"
+    existing = repo / "secrets" / "gpu" / f"hf-secret.{suffix}.yaml"
+    existing.write_text("encrypted: earlier\n")
+    try:
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_TOKEN": "x" * 12}
+        result = subprocess.run(["make", "secret", "ENV=gpu", "NAME=hf-secret"], cwd=repo, env=env,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert result.returncode != 0
+        assert existing.read_text() == "encrypted: earlier\n"
+        assert sorted(p.name for p in existing.parent.iterdir()) == sorted(["README.md", existing.name])
+    finally:
+        existing.unlink()
+
+
+@pytest.mark.parametrize("env_name", ["../..", "..", "nope", "gpu/../cpu"])
+def test_make_secret_accepts_only_the_environments(repo, tmp_path, env_name):
+    bin_dir = fake_tool(tmp_path / "bin", encrypter(repo))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_TOKEN": "x" * 12}
+    before = sorted(str(p) for p in repo.parent.rglob("*"))
+    result = subprocess.run(["make", "secret", f"ENV={env_name}", "NAME=hf-secret"], cwd=repo, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and "unknown environment" in result.stderr and "use one of gpu cpu" in result.stderr
+    assert sorted(str(p) for p in repo.parent.rglob("*")) == before
+    assert not (bin_dir / f"{encrypter(repo)}.stdin").exists()
+
+
+def test_make_secret_asks_without_echo_when_the_value_is_not_set(repo, tmp_path):
+    """In a terminal, the token is asked for (hidden) instead of taken from the command line."""
+    tool = encrypter(repo)
+    bin_dir = fake_tool(tmp_path / "bin", tool)
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: make in a pseudo-terminal
+        os.chdir(repo)
+        os.execvpe("make", ["make", "secret", "ENV=gpu", "NAME=hf-secret"], env)
+    token = "hf_" + "s3cr3t" * 5
+    output = b""
+    while b"input hidden" not in output:
+        output += os.read(fd, 1024)
+    os.write(fd, token.encode() + b"\n")
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode()
+    assert token.encode() not in output  # not echoed
+    secret = yaml.safe_load((bin_dir / f"{tool}.stdin").read_text())
+    assert base64.b64decode(secret["data"]["HF_TOKEN"]).decode() == token
+    written = repo / "secrets" / "gpu" / f"hf-secret.{'sealedsecret' if tool == 'kubeseal' else 'sops'}.yaml"
+    written.unlink()
 
 
 def test_sops_secret_needs_a_recipient(tmp_path):

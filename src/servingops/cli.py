@@ -101,15 +101,26 @@ def print_tree(root: Path, prefix: str = "") -> None:
             print_tree(path, prefix + ("    " if last else "│   "))
 
 
+# Written into every demo output: `demo --out` only ever replaces a folder that carries it.
+DEMO_MARKER = ".servingops-demo"
+
+
+def replaceable_demo(out: Path) -> bool:
+    """May `demo --out` delete this folder? Only an earlier demo (its marker), and never a Git repository."""
+    if (out / ".git").exists():
+        raise ServingOpsError(f"{out} is a Git repository: servingops demo never deletes one; pass a new or empty folder to --out")
+    if not (out / DEMO_MARKER).is_file():
+        raise ServingOpsError(f"{out} exists and is not an earlier demo (no {DEMO_MARKER}): pass a new or empty folder to --out")
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        # Only ever replace an earlier demo: never a folder that just happens to be given.
-        if not (out / ".copier-answers.yml").is_file():
-            raise ServingOpsError(f"{out} exists and is not a generated repository: pass a new or empty folder to --out")
+    if out.exists() and any(out.iterdir()) and replaceable_demo(out):
         shutil.rmtree(out)
     print(f"==> copier copy --defaults (this template, working tree) -> {out}")
     render.render(out)
+    (out / DEMO_MARKER).write_text("Written by `servingops demo`: the next demo may replace this folder.\n")
     answers = render.load_answers(out / ".copier-answers.yml")
     print_tree(out)
     print(f"\n==> servingops validate {out}  (kustomize build + kubeconform -strict, offline)")
