@@ -38,6 +38,13 @@ AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"
 HF_TOKEN = "hf_" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7"
 PRIVATE_KEY = "-----BEGIN OPENSSH " + "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+# Temporary (STS) AWS keys start with ASIA; OpenAI-style keys with sk-; JWTs with eyJ; age private keys are
+# AGE-SECRET-KEY-1...
+AWS_TEMP_KEY_ID = "ASIA" + "Y3FDSNDKFHW7EXAM"
+API_KEY = "sk-proj-" + "T3BlbkFJ" * 5
+JWT = "eyJhbGciOiJIUzI1NiJ9" + ".eyJzdWIiOiJzZXJ2aW5nIn0" + ".c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+AGE_KEY = "AGE-SECRET-KEY-1" + "QYWZ2R3LMNQ4X9" * 4
+URL_PASSWORD = "Sup3rS3cret!"
 TOKENS = {"aws": AWS_KEY_ID, "hf": HF_TOKEN, "key": PRIVATE_KEY}
 TOKEN_WORDS = {"aws": "an AWS access key id", "hf": "a HuggingFace token", "key": "a private key"}
 
@@ -94,6 +101,10 @@ CASES: list[Case] = [
     case("project-name-too-long", {"project_name": "p" * 41}, "project_name", "too long", "at most 40"),
     case("namespace-not-dns", {"namespace": "llm platform"}, "namespace", "not a DNS-1123 label", "e.g. llm-platform"),
     case("namespace-leading-dash", {"namespace": "-llm"}, "namespace", "not a DNS-1123 label", "starting and ending"),
+    case("namespace-trailing-dash", {"namespace": "llm-"}, "namespace", "not a DNS-1123 label", "e.g. llm"),
+    case("model-name-trailing-dash", models(vllm("m1-")), "custom_models", "models[m1-].name", "not a DNS-1123 label"),
+    case("environment-name-trailing-dash", {"environments": [env("cpu-", "cpu")]}, "environments",
+         "environments[0].name", "not a DNS-1123 label"),
     case("namespace-too-long", {"namespace": LONG}, "namespace", "too long", "at most 63"),
     case("namespace-reads-as-number", {"namespace": "010"}, "namespace", "reads as a number", "use another name"),
     case("namespace-reads-as-boolean", {"namespace": "yes"}, "namespace", "reads as a number, boolean", "name-yes"),
@@ -290,6 +301,29 @@ CASES: list[Case] = [
          "environments[cpu].cluster", "a HuggingFace token", secret=HF_TOKEN),
     case("token-in-toleration", models(vllm(tolerations=[{"key": "k", "value": GITHUB_TOKEN}])), "custom_models",
          "tolerations[0].value", "an access token", secret=GITHUB_TOKEN),
+    # --- secret shapes (issue 15): temporary AWS keys, sk- keys, JWTs, age keys, credentials in URLs
+    case("temporary-aws-key-in-args", models(vllm(args=[f"--key={AWS_TEMP_KEY_ID}"])), "custom_models",
+         "models[m1].args[0]", "an AWS access key id", secret=AWS_TEMP_KEY_ID),
+    case("api-key-in-args", models(vllm(args=[f"--api-key={API_KEY}"])), "custom_models", "models[m1].args[0]",
+         "an API key (sk-...)", secret=API_KEY),
+    case("jwt-in-env-value", models(vllm(env={"AUTH_HEADER_VALUE": JWT})), "custom_models", "models[m1].env",
+         "a JSON Web Token", secret=JWT),
+    case("age-key-as-store-key", {**GATED, "eso_hf_token_key": AGE_KEY}, "eso_hf_token_key",
+         "a private age key", secret=AGE_KEY),
+    case("credentials-in-s3-endpoint", {**S3, "s3_endpoint": f"admin:{URL_PASSWORD}@minio.minio.svc:9000"},
+         "s3_endpoint", "credentials in a URL", secret=URL_PASSWORD),
+    case("credentials-in-uri-arg", models(vllm(args=[f"--db=postgres://llm:{URL_PASSWORD}@db:5432/x"])),
+         "custom_models", "credentials in a URL", secret=URL_PASSWORD),
+    # --- environment variables whose names say they hold a credential never get a literal value
+    *[case(f"credential-named-env-{name.lower()}", models(vllm(env={name: "p@ss:w0rd!long"})), "custom_models",
+           f"models[m1].env.{name}", "holds a credential", "valueFrom.secretKeyRef", secret="p@ss:w0rd!long")
+      for name in ("DB_PASSWORD", "OPENAI_API_KEY", "GITHUB_TOKEN", "CLIENT_SECRET", "api_key")],
+    # --- egress
+    case("egress-cidr-not-a-cidr", {"egress_cidrs": ["proxy.corp:3128"]}, "egress_cidrs", "egress_cidrs[0]",
+         "not an IPv4 CIDR"),
+    case("egress-cidr-covers-metadata", {"egress_cidrs": ["10.0.0.0/8", "169.254.0.0/16"]}, "egress_cidrs",
+         "egress_cidrs[1]", "metadata endpoint 169.254.169.254"),
+    case("egress-cidr-everything", {"egress_cidrs": ["0.0.0.0/0"]}, "egress_cidrs", "metadata endpoint"),
 ]
 # A token or key typed into any free-text question, cycling through the kinds of secret.
 CASES += [

@@ -388,6 +388,14 @@ CLI_REFUSALS = {
                                                     "storageUri": "s3://models/qwen2.5-7b-instruct-q4_k_m.gguf"},
                        "s3Storage": {"enabled": True, "accessKeyId": FAKE_ACCESS_KEY}},
                       "s3Storage.accessKeyId: an S3 access key in a values file is refused", "secrets provider"),
+    # Issue 15: the credentials would otherwise reach the answers file as s3_endpoint.
+    "credentials in the S3 endpoint": ({"llamacppInferenceService": {"enabled": True, "name": "qwen-7b-gguf",
+                                                                     "storageUri": "s3://models/a.gguf"},
+                                        "s3Storage": {"enabled": True,
+                                                      "endpoint": "admin:Sup3rS3cret!@minio.minio.svc:9000"}},
+                                       "s3Storage.endpoint: looks like credentials in a URL", "secrets provider"),
+    "temporary AWS key": ({"s3Storage": {"region": "ASIA" + "Y3FDSNDKFHW7EXAM"}},
+                          "s3Storage.region: looks like an AWS access key id", "secrets provider"),
     "tensor parallel mismatch": ({"inferenceService": {"enabled": True, "gpu": 4, "tensorParallelSize": 1}},
                                  "inferenceService.tensorParallelSize: 1 does not match inferenceService.gpu 4",
                                  "set both to 4"),
@@ -407,6 +415,7 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, case):
     assert result.stderr.startswith(f"servingops: error: {source}: {problem}"), result.stderr
     assert fix in result.stderr
     assert FAKE_HF_TOKEN not in result.stderr and FAKE_ACCESS_KEY not in result.stderr
+    assert "Sup3rS3cret" not in result.stderr
     assert sorted(tmp_path.iterdir()) == [source]  # no answers file, no temporary file
 
 
@@ -440,6 +449,8 @@ REFUSALS = {
     "vLLM without GPU": ({"inferenceService": {"enabled": True, "gpu": 0, "tensorParallelSize": 0}},
                          "inferenceService.gpu: vLLM runs on 1 to 8 GPUs"),
     "model name": ({"inferenceService": {"enabled": True, "name": "Llama_70B"}}, "inferenceService.name: 'Llama_70B'"),
+    "model name with a trailing dash": ({"inferenceService": {"enabled": True, "name": "llama-"}},
+                                        "inferenceService.name: 'llama-' is not a model name"),
     "no runtime": ({"servingRuntime": {"enabled": False}, "llamacppRuntime": {"enabled": False},
                     "ollamaRuntime": {"enabled": False}}, "servingRuntime.enabled: every runtime is disabled"),
     "model on a disabled runtime": ({"ollamaRuntime": {"enabled": False}, "ollamaInferenceService": {"enabled": True}},

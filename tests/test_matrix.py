@@ -85,9 +85,30 @@ def test_matrix_summary(report):
 def test_secret_scan_finds_planted_secrets(tmp_path):
     # The matrix scans every generated file with the catalog's secret patterns; make sure the scan can fail.
     (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "ok.yaml").write_text("name: hf-secret\nkey: HF_TOKEN\n")
+    (tmp_path / "repo" / "ok.yaml").write_text("name: hf-secret\nkey: HF_TOKEN\nimage: x/y:v1@sha256:abc\n")
     assert matrix.secret_hits([tmp_path / "repo"]) == []
     (tmp_path / "repo" / "leak.yaml").write_text("token: hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3\n")
     (tmp_path / "repo" / "keys.env").write_text("AWS_ACCESS_KEY_ID=AKIA" + "ABCDEFGHIJKLMNOP\n")
     hits = matrix.secret_hits([tmp_path / "repo"])
     assert len(hits) == 2 and any("HuggingFace token" in h for h in hits) and any("AWS access key" in h for h in hits)
+
+
+# One sample of each secret shape (assembled here, so this file holds none), planted in hidden files and folders:
+# .copier-answers.yml, .sops.yaml and .github/ are generated too, and a scan that skips dot-files misses them.
+PLANTED = {
+    ".copier-answers.yml": ("s3_key: ASIA" + "Y3FDSNDKFHW7EXAM\n", "an AWS access key id"),
+    ".sops.yaml": ("age: AGE-SECRET-KEY-1" + "QYWZ2R3LMNQ4X9" * 4 + "\n", "a private age key"),
+    ".github/workflows/ci.yml": ("env: {KEY: sk-proj-" + "T3BlbkFJ" * 5 + "}\n", "an API key (sk-...)"),
+    ".hidden/token.txt": ("eyJhbGciOiJIUzI1NiJ9" + ".eyJzdWIiOiJzZXJ2aW5nIn0" + ".c2lnbmF0dXJlLXNpZ25hdHVyZQ\n",
+                          "a JSON Web Token"),
+    ".env": ("S3=https://admin:" + "Sup3rS3cret!@minio.example.com\n", "credentials in a URL (user:password@host)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_secret_scan_reads_hidden_files_and_every_shape(tmp_path, name):
+    text, what = PLANTED[name]
+    path = tmp_path / "repo" / name
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    assert matrix.secret_hits([tmp_path / "repo"]) == [f"{path}: looks like {what}"]

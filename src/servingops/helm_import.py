@@ -129,9 +129,9 @@ MODEL_SECTIONS = {"vllm": "inferenceService", "llamacpp": "llamacppInferenceServ
 MODEL_FIELD = "custom_models[]."
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# The secret shapes jinja/lib.jinja's secret_in refuses in answers.
-# What a secret looks like: the same list copier's validators use (overlays-catalog/secret-patterns.yml).
-SECRET_PATTERNS = tuple((re.compile(p["pattern"]), p["what"]) for p in render.catalog("secret-patterns"))
+# What a secret looks like: the same list copier's validators use (overlays-catalog/secret-patterns.yml),
+# checked on every value before anything is written.
+SECRET_PATTERNS = tuple(render.secret_patterns())
 SECRETS_HOME = 'store it with your secrets provider instead (generated README, "Secrets")'
 
 
@@ -477,6 +477,10 @@ def import_file(values_path: Path, out: Path | None, *, namespace: str = DEFAULT
     text = (f"# Copier answers for the seed chart values in {values_path.name}, written by\n"
             f"# `servingops import-helm-values`. Use: copier copy --data-file {out.name} TEMPLATE DESTINATION\n"
             + yaml.safe_dump(answers, sort_keys=False, allow_unicode=True))
+    # Every value was checked as it was read; the answers as a whole are checked again before any byte is written.
+    for pattern, what in SECRET_PATTERNS:
+        if pattern.search(text):
+            raise InputError(f"{values_path}: the answers would contain {what}: nothing written; {SECRETS_HOME}")
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:

@@ -513,7 +513,7 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
     _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled)
 
 
-SECRET_PATTERNS = [(re.compile(p["pattern"]), p["what"]) for p in render.catalog("secret-patterns")]
+SECRET_PATTERNS = render.secret_patterns()
 
 
 def secret_hits(repos: Iterable[Path]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,18 @@ CATALOG = PROJECT_ROOT / "overlays-catalog" if is_checkout() else Path(__file__)
 def catalog(name: str) -> Any:
     """One of the catalog files (runtimes, components, models): the same data copier.yml reads."""
     return yaml.safe_load((CATALOG / f"{name}.yml").read_text())
+
+
+def secret_patterns() -> list[tuple[re.Pattern[str], str]]:
+    """(regex, what) for every secret shape in overlays-catalog/secret-patterns.yml, the one list that copier's
+    validators, the Helm values importer, lint and the tests all use."""
+    return [(re.compile(p["pattern"]), p["what"]) for p in catalog("secret-patterns") if "pattern" in p]
+
+
+def credential_env_name() -> re.Pattern[str]:
+    """Environment variable names whose values are credentials (secret-patterns.yml's env_name entry)."""
+    (entry,) = [p for p in catalog("secret-patterns") if "env_name" in p]
+    return re.compile(entry["env_name"])
 
 
 def render(dst: Path, data: dict[str, Any] | None = None, *, template: Path | str = TEMPLATE_ROOT,
