@@ -4,6 +4,7 @@ resolve across an environment's layers, and rendered repos lint clean."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -42,8 +43,11 @@ BAD = {
     ),
     "image-pinned": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
                      "registry.internal:5000/kserve/huggingfaceserver is not pinned"),
-    "secret-plaintext": (["Secret hf-secret", "Secret llm/api-key", "Secret llm/s3-creds-"],
+    "secret-plaintext": (["Secret half-encrypted", "Secret hf-secret", "Secret llm/api-key", "Secret llm/s3-creds-"],
                          "stringData in plain text"),
+    "env-credential": (["InferenceService llm/tiny"], "model env DB_PASSWORD has a literal value"),
+    "capabilities": (["ClusterServingRuntime kserve-llamacpp"], "adds capabilities SYS_ADMIN"),
+    "host-namespaces": (["InferenceService llm/tiny"], "predictor hostNetwork: true"),
     "host-path": (["InferenceService llm/tiny"], "volume cache is a hostPath"),
     "privileged": (["ClusterServingRuntime kserve-llamacpp"], "is privileged"),
     "privilege-escalation": (["InferenceService llm/tiny"], "allowPrivilegeEscalation: true"),
@@ -411,3 +415,42 @@ def test_network_policy_admits_the_gateway_implementation(tmp_path, answers, adm
     (repo / "platform" / "networkpolicy.yaml").write_text(
         text.replace(f"                  - {dropped}\n", "").replace(f"            cidr: {dropped}\n", "            cidr: 10.0.0.0/8\n"))
     assert {f.rule for f in lint.lint_paths([repo]).findings} == {"ns-gateway-ingress"}
+
+
+# --- issue 15: each shape of "admits anyone" is caught on its own ------------------------------------------------
+
+ADMITS_ANYONE = {
+    "no from": {"ports": [{"port": 8080}]},
+    "empty from": {"from": []},
+    "every namespace": {"from": [{"namespaceSelector": {}}]},
+    "every address": {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(ADMITS_ANYONE))
+def test_an_ingress_rule_that_admits_anyone_is_flagged(tmp_path, shape):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    patch = yaml.safe_dump([{"op": "replace", "path": "/spec/ingress", "value": [ADMITS_ANYONE[shape]]}])
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "llm",
+        "resources": [os.path.relpath(FIXTURES / "_base", overlay)],
+        "patches": [{"target": {"kind": "NetworkPolicy", "name": "default-ingress"}, "patch": patch}],
+    }))
+    report = lint.lint_paths([overlay])
+    assert [(f.rule, f.resource) for f in report.findings] == [("ns-network-policy", "NetworkPolicy llm/default-ingress")]
+    assert "admits traffic from anywhere" in report.findings[0].message
+
+
+def test_a_sops_file_with_every_value_encrypted_is_clean_and_one_plain_value_is_not(tmp_path):
+    good = (FIXTURES / "secret-plaintext" / "good" / "hf-secret.sops.yaml").read_text()
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({"resources": [
+        os.path.relpath(FIXTURES / "_base", folder), "hf-secret.sops.yaml"], "namespace": "llm"}))
+    (folder / "hf-secret.sops.yaml").write_text(good)
+    assert lint.lint_paths([folder]).ok
+    (folder / "hf-secret.sops.yaml").write_text(good.replace("  HF_TOKEN: ENC[", "  PLAIN: hunter2\n  HF_TOKEN: ENC["))
+    findings = lint.lint_paths([folder]).findings
+    assert findings and {f.rule for f in findings} == {"secret-plaintext"}
+    assert all("stringData.PLAIN in plain text" in f.message for f in findings)

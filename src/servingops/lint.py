@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,6 +57,8 @@ KSERVE = "serving.kserve.io"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 # Cluster-scoped kinds this tool looks at: a namespace kustomize stamped on them means nothing.
 CLUSTER_SCOPED = {"Namespace", "ClusterServingRuntime", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
+# A value sops encrypted: ENC[AES256_GCM,data:...,type:str].
+SOPS_VALUE = re.compile(r"^ENC\[[A-Z0-9_]+,data:.*\]$", re.DOTALL)
 BUILTIN_PRIORITY_CLASSES = {"system-cluster-critical", "system-node-critical"}
 POD_TEMPLATE_PATHS = {  # workload kind -> path to its pod spec
     "Pod": ("spec",),
@@ -1044,6 +1047,16 @@ def secret_plaintext(env: Environment) -> Iterator[Finding]:
         yield from _plaintext_secret(res)
 
 
+@rule("env-credential", "no literal value for an env variable whose name says it holds a credential (*TOKEN*, *KEY*, ...)")
+def env_credential(env: Environment) -> Iterator[Finding]:
+    credential = _credential_env_name()
+    for pod, c in env.containers():
+        for var in c.spec.get("env") or []:
+            if isinstance(var, dict) and var.get("value") not in (None, "") and credential.search(str(var.get("name"))):
+                yield pod.res.finding("env-credential", f"{c.where} env {var.get('name')} has a literal value, "
+                                      "committed to Git: take it from a Secret (valueFrom.secretKeyRef)")
+
+
 @rule("host-path", "no hostPath volumes")
 def host_path(env: Environment) -> Iterator[Finding]:
     for pod in env.pods():
@@ -1066,6 +1079,26 @@ def privilege_escalation(env: Environment) -> Iterator[Finding]:
         if (c.spec.get("securityContext") or {}).get("allowPrivilegeEscalation") is True:
             yield pod.res.finding("privilege-escalation", f"{c.where} sets allowPrivilegeEscalation: true: set "
                                   "it to false")
+
+
+@rule("capabilities", "no added Linux capabilities (NET_BIND_SERVICE aside)")
+def capabilities(env: Environment) -> Iterator[Finding]:
+    for pod, c in env.containers():
+        added = _get(c.spec, "securityContext", "capabilities", "add", default=[]) or []
+        extra = [str(a) for a in added if str(a).upper().removeprefix("CAP_") != "NET_BIND_SERVICE"]
+        if extra:
+            yield pod.res.finding("capabilities", f"{c.where} adds capabilities {', '.join(extra)}: remove "
+                                  "securityContext.capabilities.add (model servers need none) and drop ALL")
+
+
+@rule("host-namespaces", "no hostNetwork, hostPID or hostIPC")
+def host_namespaces(env: Environment) -> Iterator[Finding]:
+    for pod in env.pods():
+        shared = [key for key in ("hostNetwork", "hostPID", "hostIPC") if pod.spec.get(key) is True]
+        if shared:
+            where = f"{pod.component} " if pod.component else ""
+            yield pod.res.finding("host-namespaces", f"{where}{' and '.join(shared)}: true shares the node's "
+                                  "namespaces with the model server: remove it")
 
 
 # --- the catalogue: namespaces ------------------------------------------------------------------------
@@ -1370,6 +1403,13 @@ def _selects_all(policy: Resource) -> bool:
     return isinstance(selector, dict) and not selector.get("matchLabels") and not selector.get("matchExpressions")
 
 
+@functools.cache
+def _credential_env_name() -> re.Pattern[str]:
+    from .render import credential_env_name  # the one list: overlays-catalog/secret-patterns.yml
+
+    return credential_env_name()
+
+
 def _admits_anyone(rule) -> bool:
     peers = _get(rule, "from", default=[]) if isinstance(rule, dict) else []
     if not peers:
@@ -1401,8 +1441,16 @@ def _pinned(image: str) -> bool:
 
 
 def _plaintext_secret(res: Resource) -> list[Finding]:
-    if res.kind != "Secret" or res.group or "sops" in res.obj:
+    if res.kind != "Secret" or res.group:
         return []
+    if "sops" in res.obj:
+        # A SOPS file: every value must be encrypted (ENC[...]); the sops: key alone proves nothing.
+        plain = [f"{part}.{key}" for part in ("data", "stringData") if isinstance(res.obj.get(part), dict)
+                 for key, value in res.obj[part].items() if not SOPS_VALUE.match(str(value))]
+        if not plain:
+            return []
+        return [res.finding("secret-plaintext", f"{', '.join(plain)} in plain text although the file carries "
+                            "sops metadata: encrypt it again with sops (`make secret`)")]
     fields = [k for k in ("data", "stringData") if res.obj.get(k)]
     if not fields:
         return []
