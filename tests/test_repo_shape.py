@@ -555,6 +555,32 @@ def test_every_catalog_model_renders_and_validates(rendered, store):
     assert served == set(names)
 
 
+def test_catalog_huggingface_models_load_a_pinned_commit(rendered):
+    """Supply chain: every catalog model from HuggingFace names the commit it loads (KServe's hf://org/repo:rev),
+    so a re-download next month loads the same weights."""
+    repo = rendered("both-all-models")
+    hf_models = [m for m in render.catalog("models")["models"] if str(m.get("storageUri", "")).startswith("hf://")]
+    assert hf_models
+    uris = {o["metadata"]["name"]: o["spec"]["predictor"]["model"].get("storageUri")
+            for env in env_names(repo) for o in deployed(repo, f"environments/{env}/models")
+            if o["kind"] == "InferenceService"}
+    for model in hf_models:
+        assert re.fullmatch(r"[0-9a-f]{40}", model.get("revision", "")), f"{model['name']}: no commit pinned"
+        assert uris[model["name"]] == f"{model['storageUri']}:{model['revision']}"
+
+
+def test_generated_make_validate_fetches_schemas_from_pinned_commits(rendered):
+    makefile = (rendered("argocd") / "Makefile").read_text()
+    urls = re.findall(r"https://raw\.githubusercontent\.com/[^' ]+", makefile)
+    assert len(urls) == 2, urls
+    pins = dict(re.findall(r"^([A-Z0-9_]+_COMMIT) \?= (\S+)$", makefile, re.M))
+    assert len(pins) == 2 and all(re.fullmatch(r"[0-9a-f]{40}", c) for c in pins.values()), pins
+    for url in urls:
+        owner_repo_ref = url.removeprefix("https://raw.githubusercontent.com/").split("/")[:3]
+        assert owner_repo_ref[2] in {f"$({name})" for name in pins}, f"{url}: not a pinned commit"
+    assert "schema-location default" not in makefile  # kubeconform's default follows a moving branch
+
+
 # --- 5. clean, deterministic Kustomize ------------------------------------------------------------------
 
 
