@@ -9,7 +9,7 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools control-plane schemas test test-fast demo clean fuzz-long
+.PHONY: help setup tools control-plane schemas test test-fast demo clean fuzz-long mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 example
 	awk '/ passing, .* failing/ {n = $$2 + $$4 + $$7; p += $$2; f += $$4} /%, rendered$$/ {r += $$2 * n / 100} \
 		END {printf "fuzz-long: %d examples (%d rendered and validated, the rest refused), %d failing; log: build/fuzz-long.log\n", \
 		p + f, r + 0.5, f}' build/fuzz-long.log; exit $$status
+
+mutation: setup ## mutation testing of lint, the Helm importer and validation (slow; docs/quality.md), MUTATION_SCOPE=changed for a subset
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	scripts/mutation $(MODULES)
 
 demo: setup ## generate a repo from the default answers into build/demo and validate every overlay
 	$(BIN)/servingops demo --out $(DEMO)
