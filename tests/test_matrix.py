@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from servingops import matrix, render
+from servingops.errors import ServingOpsError
 
 RENDERS, REJECTIONS = matrix.plan()
 CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.name}": cell for spec in RENDERS for cell in spec.cells}
@@ -48,12 +49,42 @@ def test_plan_builds_every_allowed_cell_and_rejects_every_other_one():
     assert len(rejected) == len(REJECTIONS)  # one refusal per disallowed combination, no duplicates
 
 
-def test_other_answers_are_covered_pairwise():
-    rows = [spec.axes for spec in RENDERS]
+def test_other_answers_are_covered_pairwise_where_they_render():
+    """A pair counts only where both answers shape the output: v1alpha2 answered in a render without an
+    InferencePool covers nothing (the Knative-only v1alpha2 bug hid there)."""
+    rows = [matrix.effective_axes(spec) for spec in RENDERS]
     for a, b in itertools.combinations(matrix.AXES, 2):
         for va, vb in itertools.product(matrix.AXES[a], matrix.AXES[b]):
-            if matrix.axis_pair_allowed(a, va, b, vb):
-                assert any(row[a] == va and row[b] == vb for row in rows), (a, va, b, vb)
+            if matrix.axis_pair_allowed(a, va, b, vb) and matrix.pair_renderable(a, va, b, vb):
+                assert any(row.get(a) == va and row.get(b) == vb for row in rows if a in row and b in row), (a, va, b, vb)
+    assert matrix.uncovered_pairs(RENDERS, matrix.AXES) == set()
+
+
+def test_an_answer_that_renders_nothing_covers_nothing():
+    axes = {name: values[0] for name, values in matrix.AXES.items()}
+    no_pool = matrix.RenderSpec("x", ("llamacpp",), (), {**axes, "inference_pool_api": "v1alpha2"},
+                                [matrix.Cell(("llamacpp",), ("cpu",))])
+    assert "inference_pool_api" not in matrix.effective_axes(no_pool)
+    assert ("deployment_mode", "Knative", "inference_pool_api", "v1alpha2") in matrix.uncovered_pairs(
+        [no_pool], matrix.AXES)
+    pool = matrix.RenderSpec("y", ("vllm",), (), {**axes, "inference_pool_api": "v1alpha2"},
+                             [matrix.Cell(("vllm",), ("gpu", "inference-pool"))])
+    assert matrix.effective_axes(pool)["inference_pool_api"] == "v1alpha2"
+
+
+def test_the_coverage_model_matches_what_renders(tmp_path):
+    """effective_axes (what the plan counts) against rendered_features (what the files show), on the render
+    that carries every feature."""
+    spec = next(s for s in RENDERS if s.axes["inference_pool_api"] == "v1alpha2" and
+                s.axes["deployment_mode"] == "Knative" and "inference-pool" in {c for cell in s.cells for c in cell.components})
+    repo = render.render(tmp_path / "repo", spec.answers())
+    assert matrix.rendered_features(repo) == matrix.effective_axes(spec)
+
+
+def test_the_matrix_refuses_to_run_without_its_lint_entry_point(monkeypatch):
+    monkeypatch.delattr(matrix.lint, "lint_built")
+    with pytest.raises(ServingOpsError, match="no lint_built"):
+        matrix.run(RENDERS[:1], [])
 
 
 @pytest.mark.slow

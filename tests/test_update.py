@@ -4,7 +4,9 @@
   v0.1.0      the template as it is
   (untagged)  bumps the vLLM image pin of the default KServe release in overlays-catalog/releases.yml
   v0.2.0      adds a namespace label and an .editorconfig, renames platform/networkpolicy.yaml to
-              networkpolicy-serving.yaml, with the `_migrations` entry (docs/upgrading.md) that carries edits across
+              networkpolicy-serving.yaml, with the `_migrations` entry (docs/upgrading.md) that carries edits across,
+              and changes the user-owned files' templates (values/*.yaml, local-patch.yaml): `_skip_if_exists`
+              must keep the users' copies as they are
   (untagged)  work after the release: HEAD
 Each test generates a repository from it with the copier CLI (what users run), commits, edits it the way a user
 would and updates it, then checks the files, `git status`, the kustomize builds and strict offline validation.
@@ -50,11 +52,13 @@ RELEASE_CHANGES = {
     " M .copier-answers.yml",
     " M README.md",  # the runtime table names the pins
     " M platform/kustomization.yaml",
-    " M platform/namespace.yaml",
+    " M platform/admin/namespace.yaml",
     " D platform/networkpolicy.yaml",
     "?? platform/networkpolicy-serving.yaml",
     "?? .editorconfig",
 }
+# What v0.2.0 adds to the templates of user-owned files: it must never reach an existing repository's copy.
+USER_OWNED_RELEASE_LINE = "# v0.2.0: a line the template added to a file you own\n"
 LIMITRANGE = """apiVersion: v1
 kind: LimitRange
 metadata:
@@ -156,8 +160,11 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     edit(root / "overlays-catalog/releases.yml", f"huggingfaceserver_tag: {OLD_PIN}\n", f"huggingfaceserver_tag: {NEW_PIN}\n")
     commit(root, "Bump the vLLM image pin")
 
-    edit(root / "template/platform/namespace.yaml.jinja", "audit: restricted\n",
+    edit(root / "template/platform/admin/namespace.yaml.jinja", "audit: restricted\n",
          "audit: restricted\n    pod-security.kubernetes.io/enforce-version: latest\n")
+    # The release also changes the templates of the files users own (values/*.yaml, local-patch.yaml).
+    for owned in [*root.glob("template/environments/*/models/values/*.jinja"), *root.glob("template/models/*/local-patch.yaml.jinja")]:
+        owned.write_text(USER_OWNED_RELEASE_LINE + owned.read_text())
     (root / "template/.editorconfig").write_text("root = true\n[*.{yaml,yml}]\nindent_style = space\nindent_size = 2\n")
     platform = root / "template/platform"
     (platform / "networkpolicy.yaml.jinja").rename(platform / "networkpolicy-serving.yaml.jinja")
@@ -204,6 +211,10 @@ def test_update_keeps_every_user_edit_and_brings_the_release(template_repo: Path
     assert "_commit: v0.2.0\n" in (repo / ".copier-answers.yml").read_text()
     assert values.read_text() == mine[values]
     assert isvc.read_text() == mine[isvc]
+    # User-owned files are never rewritten (copier's _skip_if_exists), edited or not, though v0.2.0 changed
+    # their templates.
+    owned = [*repo.glob("environments/*/models/values/*.yaml"), *repo.glob("models/*/local-patch.yaml")]
+    assert len(owned) > 2 and not [p for p in owned if USER_OWNED_RELEASE_LINE in p.read_text()]
     assert (repo / "platform/limitrange.yaml").read_text() == mine[repo / "platform/limitrange.yaml"]
     assert (repo / "NOTES.md").read_text() == mine[repo / "NOTES.md"]
     # The rename: the user's edited file under its new name (v0.2.0 renamed without changing content).
@@ -211,9 +222,9 @@ def test_update_keeps_every_user_edit_and_brings_the_release(template_repo: Path
     assert (repo / "platform/networkpolicy-serving.yaml").read_text() == mine[netpol]
     # The release arrived, merged with the user's line in the same kustomization.
     assert (repo / "platform/kustomization.yaml").read_text().endswith(
-        "  - namespace.yaml\n  - networkpolicy-serving.yaml\n  - priorityclasses.yaml\n  - limitrange.yaml\n")
+        "  - networkpolicy-serving.yaml\n  - networkpolicy-egress.yaml\n  - priorityclasses.yaml\n  - limitrange.yaml\n")
     assert f"    newTag: {NEW_PIN}  # the template's pin" in (repo / VLLM_PIN_FILE).read_text()
-    assert "pod-security.kubernetes.io/enforce-version: latest" in (repo / "platform/namespace.yaml").read_text()
+    assert "pod-security.kubernetes.io/enforce-version: latest" in (repo / "platform/admin/namespace.yaml").read_text()
     assert (repo / ".editorconfig").is_file()
     # The edits take effect in what the clusters get.
     mistral = built(repo, "environments/gpu/models", "InferenceService", "mistral-7b")
@@ -268,7 +279,7 @@ def test_conflict_ends_inline_unmerged_and_make_update_reports_it(template_repo:
         ">>>>>>> after updating\n"
     ) in text
     assert (repo / "environments/gpu/models/values/qwen25-1-5b.yaml").read_text().endswith(REPLICAS)
-    assert "enforce-version: latest" in (repo / "platform/namespace.yaml").read_text()
+    assert "enforce-version: latest" in (repo / "platform/admin/namespace.yaml").read_text()
 
 
 def test_conflict_rej_leaves_the_users_hunk_in_a_rej_file(template_repo: Path, tmp_path: Path) -> None:

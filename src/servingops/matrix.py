@@ -269,6 +269,80 @@ def all_pairs(rows: int, axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
+def effective_axes(spec: RenderSpec) -> dict[str, Any]:
+    """The answers of a render that reach its output: a pair of answers is covered only where both shape what is
+    rendered (inference_pool_api with no InferencePool rendered covers nothing, however it was answered).
+    `rendered_features` reads the same from the generated files, and the matrix checks that the two agree."""
+    components = {c for cell in spec.cells for c in cell.components}
+    axes = spec.axes
+    effective = {name: axes[name] for name in ("gitops_engine", "deployment_mode", "priority_classes")}
+    if "inference-pool" in components:
+        effective["inference_pool_api"] = axes["inference_pool_api"]
+    if "s3" in components:
+        effective["s3_auth"] = axes["s3_auth"]
+    if "gated-hf" in components or ("s3" in components and axes["s3_auth"] == "static"):
+        effective["secrets_provider"] = axes["secrets_provider"]
+    if axes["gitops_engine"] in ("flux", "both"):
+        effective["flux_service_account"] = axes["flux_service_account"]
+    return effective
+
+
+def rendered_features(repo: Path) -> dict[str, Any]:
+    """What a generated repository shows of each axis, read from its files (the ground truth effective_axes
+    predicts)."""
+    argocd, flux = (repo / "clusters" / "argocd").is_dir(), (repo / "clusters" / "flux").is_dir()
+    isvcs = "".join(p.read_text() for p in sorted(repo.glob("models/*/inferenceservice.yaml")))
+    features: dict[str, Any] = {
+        "gitops_engine": "both" if argocd and flux else ("flux" if flux else "argocd"),
+        "deployment_mode": "Standard" if "deploymentMode: Standard" in isvcs else "Knative",
+        "priority_classes": (repo / "platform" / "priorityclasses.yaml").is_file(),
+    }
+    pool = repo / "components" / "inference-pool" / "inferencepool.yaml"
+    if pool.is_file():
+        features["inference_pool_api"] = "v1" if "inference.networking.k8s.io/v1" in pool.read_text() else "v1alpha2"
+    s3_account = repo / "components" / "s3" / "serviceaccount-s3.yaml"
+    if s3_account.is_file():
+        features["s3_auth"] = "static" if "secrets:" in s3_account.read_text() else "keyless"
+    if list(repo.glob("components/*/externalsecret-*.yaml")):
+        features["secrets_provider"] = "external-secrets"
+    elif (repo / ".sops.yaml").is_file():
+        features["secrets_provider"] = "sops"
+    elif (repo / "secrets").is_dir():
+        features["secrets_provider"] = "sealed-secrets"
+    elif (repo / ".servingops.yaml").is_file() and "externalSecrets:" in (repo / ".servingops.yaml").read_text():
+        features["secrets_provider"] = "manual"
+    if flux:
+        accounts = sorted({line.split(":", 1)[1].strip() for f in repo.glob("clusters/flux/*/*/platform.yaml")
+                           for line in f.read_text().splitlines() if line.strip().startswith("serviceAccountName:")})
+        features["flux_service_account"] = accounts[0] if accounts else ""
+    return features
+
+
+def uncovered_pairs(renders: Sequence[RenderSpec], axes: dict[str, list[Any]]) -> set[tuple[str, Any, str, Any]]:
+    """Allowed pairs of answer values that no render renders together."""
+    rows = [effective_axes(spec) for spec in renders]
+    return {
+        (a, va, b, vb)
+        for a, b in itertools.combinations(axes, 2)
+        for va in axes[a]
+        for vb in axes[b]
+        if axis_pair_allowed(a, va, b, vb) and pair_renderable(a, va, b, vb)
+        and not any(row.get(a, object()) == va and row.get(b, object()) == vb for row in rows)
+    }
+
+
+def covered_pairs(spec: RenderSpec) -> set[tuple[str, Any, str, Any]]:
+    row = effective_axes(spec)
+    names = [name for name in AXES if name in row]
+    return {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}
+
+
+def pair_renderable(a: str, va: Any, b: str, vb: Any) -> bool:
+    """Can any render show both values? (flux_service_account only exists with a Flux engine.)"""
+    pair = {a: va, b: vb}
+    return not ("flux_service_account" in pair and pair.get("gitops_engine") == "argocd")
+
+
 def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tuple[list[RenderSpec], list[Rejection]]:
     """Every render (with its cells) and every rejection the matrix runs."""
     varied = {name: values for name, values in AXES.items() if axes is None or name in axes}
@@ -282,16 +356,33 @@ def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tupl
     else:
         rows = all_pairs(len(groups), varied) if varied else [{}] * len(groups)
         assignments = [(groups[i % len(groups)], row) for i, row in enumerate(rows)]
-    renders = []
-    for index, ((runtimes, storage), row) in enumerate(assignments):
-        spec = RenderSpec(f"r{index:03d}", runtimes, storage, {**fixed, **row})
-        for components in component_sets():
-            if cell_problem(runtimes, components) is None and storage_needed(runtimes, storage, components) == (
-                set(components) & set(STORAGE_COMPONENTS)
-            ):
-                spec.cells.append(Cell(runtimes, components))
-        renders.append(spec)
+    renders = [render_spec(f"r{index:03d}", runtimes, storage, {**fixed, **row})
+               for index, ((runtimes, storage), row) in enumerate(assignments)]
+    # Pairs whose answers were given where they render nothing: more renders (every runtime and storage, one
+    # environment with every component, so every answer renders), chosen greedily until each allowed pair is
+    # rendered somewhere.
+    runtimes, storage = tuple(RUNTIMES), storage_variants(tuple(RUNTIMES))[-1]
+    richest = max(render_spec("", runtimes, storage, {**fixed, **rows[0]}).cells, key=lambda c: len(c.components))
+    candidates = [{**fixed, **row} for row in
+                  (dict(zip(varied, values)) for values in itertools.product(*varied.values()))
+                  if all(axis_pair_allowed(a, row[a], b, row[b]) for a, b in itertools.combinations(row, 2))]
+    while missing := uncovered_pairs(renders, varied):
+        def gain(row: dict[str, Any]) -> int:
+            trial = RenderSpec("", runtimes, storage, row, [richest])
+            return len(missing & covered_pairs(trial))
+        best = max(candidates, key=gain)
+        renders.append(RenderSpec(f"r{len(renders):03d}", runtimes, storage, best, [richest]))
     return renders, rejections()
+
+
+def render_spec(name: str, runtimes: tuple[str, ...], storage: tuple[str, ...], axes: dict[str, Any]) -> RenderSpec:
+    spec = RenderSpec(name, runtimes, storage, axes)
+    for components in component_sets():
+        if cell_problem(runtimes, components) is None and storage_needed(runtimes, storage, components) == (
+            set(components) & set(STORAGE_COMPONENTS)
+        ):
+            spec.cells.append(Cell(runtimes, components))
+    return spec
 
 
 def rejections() -> list[Rejection]:
@@ -456,6 +547,8 @@ def run(
     progress_stream=sys.stderr,
 ) -> MatrixReport:
     jobs = jobs or default_jobs()
+    if lint:
+        lint_entry_point()  # before any work: a matrix that cannot lint must not pass as one that did
     started = time.perf_counter()
     report = MatrixReport()
     store = build_store(store_dir)
@@ -492,6 +585,10 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
                 continue
             report.renders.append({"name": spec.name, "runtimes": list(spec.runtimes), "storage": list(spec.storage),
                                    "axes": spec.axes, "environments": len(spec.cells), "seconds": round(seconds, 2)})
+            # Pairwise coverage counts what renders: the files must show exactly the answers the plan counted.
+            shown, counted = rendered_features(workdir / spec.name), effective_axes(spec)
+            if shown != counted:
+                report.failures.append(f"{spec.name}: the rendered repo shows {shown}, the coverage counted {counted}")
             for overlay in synced_overlays(workdir / spec.name):
                 key = overlay_digest(overlay, workdir / spec.name)
                 if key not in built:
@@ -587,13 +684,23 @@ def _validate_and_collect(renders, report, outputs, digests, build_seconds, work
             report.cells.append(result)
 
 
+def lint_entry_point() -> Any:
+    """lint's entry point for built output. A renamed or missing one is an error, never a matrix without lint."""
+    entry = getattr(lint, "lint_built", None)
+    if not callable(entry):
+        raise ServingOpsError("servingops.lint has no lint_built(outputs, repo): the matrix cannot lint what it "
+                              "builds; restore the entry point (or run with --no-lint to skip lint on purpose)")
+    return entry
+
+
 def _lint(renders, parsed_outputs, workdir) -> dict[tuple[str, Path], list[str]]:
     """Lint findings per overlay (the cross-object checks)."""
     findings: dict[tuple[str, Path], list[str]] = defaultdict(list)
+    lint_built = lint_entry_point()
     for spec in renders:
         repo = workdir / spec.name
         outputs = {str(k[1]): docs for k, docs in parsed_outputs.items() if k[0] == spec.name}
-        lint_report = lint.lint_built(outputs, repo)
+        lint_report = lint_built(outputs, repo)
         for finding in lint_report.findings:
             findings[(spec.name, Path(finding.target))].append(f"{finding.rule}: {finding.message}")
     return findings
