@@ -207,7 +207,8 @@ TARGETS: list[Target] = [question_target(name) for name in FREE_TEXT] + [
     model_target("modelTag", "ollama", lambda v: {"modelTag": v}, plain="llama3.1:8b"),
     model_target("args", "vllm", lambda v: {"args": [v]}),
     model_target("env-value", "vllm", lambda v: {"env": {"FUZZ": v}}),
-    model_target("env-key", "vllm", lambda v: {"env": {v: "value"}}, plain="PLAIN_KEY"),
+    # (A name like *_KEY or *_TOKEN says it holds a credential: refused, so the plain name is neither.)
+    model_target("env-key", "vllm", lambda v: {"env": {v: "value"}}, plain="PLAIN_NAME"),
     model_target("nodeSelector-key", "vllm", lambda v: {"nodeSelector": {v: "value"}}),
     model_target("nodeSelector-value", "vllm", lambda v: {"nodeSelector": {"example.com/pool": v}}),
     model_target("toleration-key", "vllm", lambda v: {"tolerations": [{**TOLERATION, "key": v}]}),

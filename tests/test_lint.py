@@ -46,7 +46,7 @@ BAD = {
     "secret-plaintext": (["Secret half-encrypted", "Secret hf-secret", "Secret llm/api-key", "Secret llm/s3-creds-"],
                          "stringData in plain text"),
     "env-credential": (["InferenceService llm/tiny"], "model env DB_PASSWORD has a literal value"),
-    "capabilities": (["ClusterServingRuntime kserve-llamacpp"], "adds capabilities SYS_ADMIN"),
+    "capabilities": (["ClusterServingRuntime kserve-llamacpp"], "adds capabilities CHOWN, SYS_ADMIN"),
     "host-namespaces": (["InferenceService llm/tiny"], "predictor hostNetwork: true"),
     "host-path": (["InferenceService llm/tiny"], "volume cache is a hostPath"),
     "privileged": (["ClusterServingRuntime kserve-llamacpp"], "is privileged"),
