@@ -538,3 +538,14 @@ def test_dash_writes_the_answers_to_stdout(tmp_path):
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout) == load(EXAMPLES / "quickstart.yml")
     assert "next: copier copy" in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_a_secret_in_a_command_line_option_is_refused_before_writing(tmp_path):
+    """--namespace / --release-name are no values-file entries: the check of the whole answers file catches them
+    (issue 15: nothing is written before every answer is checked)."""
+    source = tmp_path / "values.yaml"
+    source.write_text("{}\n")
+    out = tmp_path / "answers.yml"
+    with pytest.raises(InputError, match="the answers would contain an AWS access key id: nothing written"):
+        helm_import.import_file(source, out, namespace="ASIA" + "Y3FDSNDKFHW7EXAM")
+    assert sorted(tmp_path.iterdir()) == [source]
