@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -569,16 +570,17 @@ def test_catalog_huggingface_models_load_a_pinned_commit(rendered):
         assert uris[model["name"]] == f"{model['storageUri']}:{model['revision']}"
 
 
-def test_generated_make_validate_fetches_schemas_from_pinned_commits(rendered):
+def test_generated_make_validate_fetches_schemas_from_pinned_refs(rendered):
+    """Supply chain: the generated `make validate` downloads nothing from a moving branch: no URL of its own,
+    and every CRD it fetches (servingops' crds.lock.toml) is a tagged URL with its sha256."""
     makefile = (rendered("argocd") / "Makefile").read_text()
-    urls = re.findall(r"https://raw\.githubusercontent\.com/[^' ]+", makefile)
-    assert len(urls) == 2, urls
-    pins = dict(re.findall(r"^([A-Z0-9_]+_COMMIT) \?= (\S+)$", makefile, re.M))
-    assert len(pins) == 2 and all(re.fullmatch(r"[0-9a-f]{40}", c) for c in pins.values()), pins
-    for url in urls:
-        owner_repo_ref = url.removeprefix("https://raw.githubusercontent.com/").split("/")[:3]
-        assert owner_repo_ref[2] in {f"$({name})" for name in pins}, f"{url}: not a pinned commit"
-    assert "schema-location default" not in makefile  # kubeconform's default follows a moving branch
+    assert not re.findall(r"https://raw\.githubusercontent\.com/\S+", makefile)
+    lock = tomllib.loads((PROJECT_ROOT / "src" / "servingops" / "data" / "crds.lock.toml").read_text())
+    assert lock["crd"]
+    for entry in lock["crd"]:
+        ref = entry["url"].removeprefix("https://raw.githubusercontent.com/").split("/")[2]
+        assert ref not in ("main", "master", "HEAD") and not ref.startswith("refs"), entry["url"]
+        assert re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]), entry
 
 
 # --- 5. clean, deterministic Kustomize ------------------------------------------------------------------
