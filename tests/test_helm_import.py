@@ -549,3 +549,13 @@ def test_a_secret_in_a_command_line_option_is_refused_before_writing(tmp_path):
     with pytest.raises(InputError, match="the answers would contain an AWS access key id: nothing written"):
         helm_import.import_file(source, out, namespace="ASIA" + "Y3FDSNDKFHW7EXAM")
     assert sorted(tmp_path.iterdir()) == [source]
+
+
+def test_the_summary_says_when_no_model_was_imported(tmp_path):
+    """A values file that enables no model (runtimes only): the summary says so (a mutant that dropped
+    '(none)' survived every other test)."""
+    values = tmp_path / "values.yaml"
+    values.write_text("{}\n")
+    result = cli("import-helm-values", str(values), "-o", str(tmp_path / "answers.yml"))
+    assert result.returncode == 0, result.stderr
+    assert "models (none);" in result.stdout + result.stderr
