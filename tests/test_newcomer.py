@@ -40,7 +40,10 @@ def choice_values(name: str, spec: dict) -> list[str]:
         return list(render.catalog("runtimes"))
     if name == "catalog_models":
         return [m["name"] for m in render.catalog("models")["models"]]
+    if name == "kserve_version":
+        return list(render.catalog("releases")["kserve"])
     choices = spec["choices"]
+    assert not isinstance(choices, str), f"{name}: templated choices: read them from the catalog they come from"
     values = choices.values() if isinstance(choices, dict) else choices
     return [v["value"] if isinstance(v, dict) else v for v in values]
 
