@@ -108,8 +108,8 @@ FAKE_OLLAMA = """#!/bin/sh
 # A stand-in for the ollama CLI: records calls; `run` (the load) waits until the test releases it.
 echo "$*" >> "$STATE/calls"
 case "$1" in
-  serve) exec sleep 60 ;;
-  list) exit 0 ;;
+  serve) touch "$STATE/serving"; exec sleep 60 ;;
+  list) test -f "$STATE/serving" ;;
   pull) touch "$STATE/pulled" ;;
   show) test -f "$STATE/pulled" ;;
   run) while [ ! -f "$STATE/release" ]; do sleep 0.1; done; touch "$STATE/loaded" ;;
