@@ -12,10 +12,12 @@ from typing import Any
 import yaml
 
 from .errors import InputError
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, is_checkout
 
-RELEASES_FILE = PROJECT_ROOT / "overlays-catalog" / "releases.yml"
-RUNTIMES_FILE = PROJECT_ROOT / "overlays-catalog" / "runtimes.yml"
+# overlays-catalog/ in a checkout; installed from git or a wheel, the catalog packaged with servingops.
+CATALOG_DIR = PROJECT_ROOT / "overlays-catalog" if is_checkout() else Path(__file__).resolve().parent / "catalog"
+RELEASES_FILE = CATALOG_DIR / "releases.yml"
+RUNTIMES_FILE = CATALOG_DIR / "runtimes.yml"
 ANSWERS_FILE = ".copier-answers.yml"
 
 
