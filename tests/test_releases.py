@@ -91,3 +91,12 @@ def test_an_unknown_release_is_refused_with_the_choices(tmp_path):
     assert "v0.15" in str(info.value)
     with pytest.raises(Exception, match="kserve_version: unknown KServe release 'v0.15': use one of v0.20"):
         releases.release("v0.15")
+
+
+def test_a_copy_from_the_git_template_targets_the_default_release(tmp_path):
+    # render.render copies from this checkout's git HEAD (copier then knows a _commit), as users copy a release.
+    repo = render.render(tmp_path / "repo", {"runtimes": ["vllm"], "catalog_models": []})
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["kserve_version"] == releases.default_version()
+    kustomization = yaml.safe_load((repo / "platform" / "runtimes" / "vllm" / "kustomization.yaml").read_text())
+    assert kustomization["images"][0]["newTag"] == releases.release()["huggingfaceserver_tag"]
