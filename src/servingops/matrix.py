@@ -99,6 +99,9 @@ AXES: dict[str, list[Any]] = {
 }
 # A free-text answer: what changes the output is whether it is set (multi-tenant Flux) or not.
 AXES["flux_service_account"] = ["", "llm-reconciler"]
+# The InferencePool API is computed from kserve_version (overlays-catalog/releases.yml: v1 for v0.19/v0.20,
+# v1alpha2 for v0.16); given as data it still overrides that, which is how the matrix varies it.
+AXES["inference_pool_api"] = ["v1", "v1alpha2"]
 
 
 def axis_pair_allowed(a: str, va: Any, b: str, vb: Any) -> bool:
