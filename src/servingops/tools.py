@@ -58,7 +58,7 @@ def pinned_tools() -> dict[str, Tool]:
             sha256=dict(entry.get("sha256", {})),
         )
         for name, entry in data.items()
-        if "go_package" in entry  # `go install`-able tools; the others are controlplane.py's
+        if "go_package" in entry  # `go install`-able tools; the others are built by controlplane.py / engines.py
     }
 
 
