@@ -9,7 +9,7 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools control-plane schemas test test-fast demo clean fuzz-long mutation
+.PHONY: help setup tools control-plane engines schemas test test-fast test-gitops demo clean fuzz-long mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,11 +27,17 @@ tools: $(INSTALLED)
 control-plane: $(INSTALLED) ## the pinned kube-apiserver for `validate --server` (Go build, ~20 min once)
 	@$(BIN)/servingops tools install kube-control-plane
 
+engines: $(INSTALLED) ## Argo CD + Flux controllers for `cluster-check --gitops`, built from their release modules once
+	@$(BIN)/python -m servingops.engines
+
 schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build
 
 test: setup control-plane ## run every test (the full overlay matrix and the kube-apiserver checks included)
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup
+
+test-gitops: setup engines ## the real Argo CD and Flux sync a generated repo in a cluster in a box
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m gitops
 
 # The tooling's own tests, none of which renders the template: about a minute on 2 cores (measured in
 # docs/performance.md). Rendering, copier update, examples and the matrix run in `make test`.

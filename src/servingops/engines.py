@@ -110,7 +110,7 @@ def engine_path(name: str) -> Path:
     engine = pinned_engines()[name]
     if not _stamp_ok(engine):
         raise ToolError(
-            f"{name} {engine.version} is not built at {engine.path}: run `servingops tools install-engines {name}`"
+            f"{name} {engine.version} is not built at {engine.path}: run `make engines`"
         )
     return engine.path
 
@@ -228,3 +228,9 @@ def _make_writable_and_retry(func, path, _exc_info) -> None:
     os.chmod(os.path.dirname(path), 0o755)
     os.chmod(path, 0o755)
     func(path)
+
+
+if __name__ == "__main__":  # `make engines`: build every pinned engine (and Argo CD's Redis) once
+    for pinned in pinned_engines():
+        print(f"{pinned} {pinned_engines()[pinned].version}: {install(pinned)}")
+    print(f"redis: {redis_path()}")

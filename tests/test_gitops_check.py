@@ -1,0 +1,76 @@
+"""`servingops cluster-check --gitops`: the real engines (Argo CD's application-controller + repo-server, Flux's
+source-controller + kustomize-controller, built from their pinned release modules) sync a copier-rendered repo from
+a local Git server into a cluster in a box (real kube-apiserver, KServe's own manager and webhooks,
+kube-controller-manager, kube-scheduler, simulated nodes), offline. Nothing on the engines' side is faked: what
+"healthy" means is their verdict (Application Synced/Healthy, Kustomization Ready with its health checks) plus each
+InferenceService's own Ready condition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servingops import cli, gitops_check, render
+
+pytestmark = [pytest.mark.slow, pytest.mark.gitops, pytest.mark.xdist_group("cluster")]
+
+
+def break_models_path(worktree: Path, env) -> str:
+    """The commit a user could push: a model folder renamed without updating the environment that lists it."""
+    models = worktree / "models"
+    first = sorted(p.name for p in models.iterdir())[0]
+    (models / first).rename(models / f"{first}-renamed")
+    return f"rename models/{first} (environments/{env.name}/models still lists it)"
+
+
+@pytest.fixture(scope="module")
+def standard_repo(tmp_path_factory) -> Path:
+    """The default answers in Standard mode, with both engines' entry points."""
+    return render.render(tmp_path_factory.mktemp("gitops") / "repo",
+                         {"deployment_mode": "Standard", "gitops_engine": "both"})
+
+
+def run(repo: Path, engine: str, **kwargs) -> list[gitops_check.Phase]:
+    lines: list[str] = []
+    try:
+        return gitops_check.gitops_check(repo, engine, log=lines.append, **kwargs)
+    finally:
+        print("\n".join(lines))
+
+
+@pytest.mark.parametrize("engine", ["flux", "argocd"])
+def test_engine_syncs_default_repo_applies_day2_and_reports_a_broken_path(standard_repo, engine):
+    phases = run(standard_repo, engine, day2=True, then=[break_models_path], only=["gpu"])
+    bootstrap, day2, broken = phases
+    assert bootstrap.ok, "\n".join(bootstrap.lines())
+    names = {u.name for u in bootstrap.units}
+    if engine == "flux":
+        assert names == {"flux-system", "llm-serving-platform", "llm-serving-models"}
+    else:
+        assert names == {"llm-serving-gpu-platform", "llm-serving-gpu-models"}
+    models = {m.name for m in bootstrap.models}
+    assert models == {"llm-platform/qwen25-1-5b", "llm-platform/qwen25-0-5b-gguf", "llm-platform/qwen3-4b"}
+    assert all(m.ok and m.seconds is not None for m in bootstrap.models)
+
+    assert day2.ok, "\n".join(day2.lines())
+    assert {c.name for c in day2.checks} == {"qwen25-1-5b maxReplicas", "new model qwen25-1-5b-day2"}
+    assert "llm-platform/qwen25-1-5b-day2" in {m.name for m in day2.models if m.ok}
+
+    assert not broken.ok
+    failing = [u for u in broken.units if not u.ok]
+    assert [u.name for u in failing] == ["llm-serving-models" if engine == "flux" else "llm-serving-gpu-models"]
+    # the engine's own words, from its status
+    assert "qwen25-0-5b-gguf" in failing[0].message
+    assert ("kustomize build failed" if engine == "flux" else "kustomize build") in failing[0].message
+
+
+def test_cli_exits_nonzero_with_the_engines_message(tmp_path, capsys):
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "gitops_engine": "flux",
+                                             "environments": [{"name": "gpu", "cluster": "in-cluster",
+                                                               "components": ["gpu"]}]})
+    break_models_path(repo, type("Env", (), {"name": "gpu"}))
+    code = cli.main(["cluster-check", "--gitops", "flux", "--timeout", "120", str(repo)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL Kustomization llm-serving-models" in out and "kustomize build failed" in out
