@@ -289,13 +289,14 @@ class Flux(Engine):
 
     def bootstrap(self) -> list[str]:
         """What `flux bootstrap git --url=<repo_url> --branch=<branch> --path=clusters/flux/<env>` leaves in the
-        cluster: the controllers (started above, with their CRDs), the Secret `flux-system` with the Git credentials,
+        cluster: the controllers (started above, with their CRDs), the Secret `flux-system` (credentials),
         the GitRepository and Kustomization `flux-system` syncing that path. repo_url is served from 127.0.0.1, so
         the repo's own GitRepository is patched to it by the flux-system Kustomization."""
         client = self.box.client
         project = self.answers["project_name"]
-        client.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": FLUX_NS},
-                      "stringData": {"username": "git", "password": "servingops-box"}})
+        # Bootstrap stores the Git credentials here; the local server is anonymous (and Flux refuses credentials
+        # over plain HTTP), so the Secret the repo's GitRepository names exists but holds none.
+        client.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": FLUX_NS}})
         client.apply({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
                       "metadata": {"name": "flux-system", "namespace": FLUX_NS},
                       "spec": {"interval": "1m0s", "url": self.git_url, "ref": {"branch": self.branch},
