@@ -624,6 +624,9 @@ def cluster_check(repos: list[Path], *, kserve_data: Path | None = None, crd_dir
 
 def cmd_cluster_check(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if args.gitops:
+        from . import gitops_check
+        return gitops_check.cmd_gitops_check(args)
     report = cluster_check(args.paths, kserve_data=args.kserve_data, crd_dirs=args.crds)
     print(f"{report.summary()} ({time.monotonic() - started:.0f} s)")
     if args.output == "json":
@@ -648,4 +651,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument("--crds", type=Path, action="append", metavar="DIR",
                        help="CRDs for the overlays' other kinds (default: $SERVINGOPS_CRDS, else ../shared/crds)")
     check.add_argument("--output", choices=["text", "json"], default="text", help="report format (default: %(default)s)")
+    check.add_argument("--gitops", choices=["argocd", "flux"],
+                       help="let the real engine sync the repo instead: its controllers (built from their pinned "
+                            "release modules) bootstrap the entry point from a local Git server; waits until every "
+                            "Application/Kustomization and InferenceService is healthy (see gitops_check.py)")
+    check.add_argument("--env", action="append", metavar="NAME", help="with --gitops: only these environments")
+    check.add_argument("--day2", action="store_true",
+                       help="with --gitops: then commit a change (a model's maxReplicas, a new model folder) "
+                            "and wait until the engine has applied it")
+    check.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="with --gitops: how long to wait for each convergence (default: %(default)s)")
     check.set_defaults(func=cmd_cluster_check)

@@ -196,8 +196,14 @@ class ArgoCD(Engine):
         self.box._spawn("redis", [str(engines.redis_path()), "-addr", redis])
         repo_port = free_port()
         env = self.process_env("argocd-home")
+        # What the Argo CD images mount under /app/config: empty GnuPG keyring sources, TLS certs, SSH known hosts.
+        config = self.workdir / "argocd-home" / "config"
+        for sub in ("gpg/source", "gpg/keys", "tls", "ssh"):
+            (config / sub).mkdir(parents=True, mode=0o700)
         env.update({"PATH": f"{bin_dir}:{env['PATH']}", "ARGOCD_FAKE_IN_CLUSTER": "true",
-                    "ARGOCD_GNUPGHOME": str(self.workdir / "argocd-home" / "gnupg")})
+                    "ARGOCD_GNUPGHOME": str(config / "gpg/keys"), "ARGOCD_GPG_DATA_PATH": str(config / "gpg/source"),
+                    "ARGOCD_TLS_DATA_PATH": str(config / "tls"), "ARGOCD_SSH_DATA_PATH": str(config / "ssh"),
+                    "ARGOCD_APP_CONF_PATH": str(config)})
         self.box._spawn("argocd-repo-server", [
             str(bin_dir / "argocd-repo-server"), f"--port={repo_port}", "--address=127.0.0.1", "--disable-tls",
             "--client-ca-path=", f"--redis={redis}", f"--metrics-port={free_port()}", "--loglevel=info",
