@@ -17,6 +17,7 @@ Pods Running/Ready) and a Gateway controller (HTTPRoutes get Accepted/ResolvedRe
 from __future__ import annotations
 
 import base64
+import calendar
 import copy
 import json
 import secrets
@@ -64,6 +65,7 @@ class Unit:
     seconds: float | None = None
     terminal: bool = False  # the engine's verdict on this commit: waiting longer cannot change it
     revision: str = ""  # the commit the engine last worked on (Applications, Kustomizations)
+    since: float = 0.0  # when the engine's error appeared (epoch seconds): Argo CD keeps the old revision then
 
     def line(self) -> str:
         mark = "ok  " if self.ok else "FAIL"
@@ -252,7 +254,7 @@ class ArgoCD(Engine):
                         status=f"{sync}/{health}", revision=status.get("sync", {}).get("revision", ""))
             messages = [c.get("message", "") for c in status.get("conditions", [])]
             operation = status.get("operationState", {})
-            if operation.get("phase") in ("Failed", "Error") or (operation.get("message") and not unit.ok):
+            if operation.get("phase") in ("Failed", "Error"):
                 messages.append(f"sync {operation.get('phase')}: {operation.get('message', '')}")
             for resource in status.get("resources", []):
                 resource_health = resource.get("health") or {}
@@ -261,8 +263,10 @@ class ArgoCD(Engine):
             if status.get("health", {}).get("message"):
                 messages.append(status["health"]["message"])
             unit.message = "; ".join(m for m in messages if m)
-            unit.terminal = any(c.get("type") == "ComparisonError" and any(t in c.get("message", "") for t in ARGO_TERMINAL)
-                                for c in status.get("conditions", []))
+            errors = [c for c in status.get("conditions", [])
+                      if c.get("type") == "ComparisonError" and any(t in c.get("message", "") for t in ARGO_TERMINAL)]
+            unit.terminal = bool(errors)
+            unit.since = max((_epoch(c.get("lastTransitionTime")) for c in errors), default=0.0)
             found.append(unit)
         return found
 
@@ -369,6 +373,7 @@ def wait_converged(engine: Engine, phase: Phase, namespace: str, started: float,
                    sims: Simulators, revision: str, expect=None) -> None:
     """Poll the engine's verdict and each InferenceService until all are healthy (and `expect()` holds), the
     engine gives a verdict waiting cannot change, or the timeout."""
+    committed_at = time.time() - (time.monotonic() - started)
     first_ok: dict[tuple[str, str], float] = {}
     deadline = time.monotonic() + timeout
     refreshed = time.monotonic()
@@ -377,7 +382,8 @@ def wait_converged(engine: Engine, phase: Phase, namespace: str, started: float,
         units = engine.units()
         for unit in units:
             if not unit.revision.endswith(revision):  # still on an earlier commit: its verdict is not this one's
-                unit.ok, unit.terminal = False, False
+                # ...unless it is an error raised since the commit (Argo CD cannot resolve a revision it fails on)
+                unit.ok, unit.terminal = False, unit.terminal and unit.since >= committed_at - 1
                 unit.status += f" (at {unit.revision.rsplit(':', 1)[-1][:7] or 'no revision yet'})"
         models = []
         for isvc in _list_isvcs(engine.box, namespace):
@@ -410,6 +416,13 @@ def wait_converged(engine: Engine, phase: Phase, namespace: str, started: float,
             engine.refresh()
             refreshed = now
         time.sleep(POLL)
+
+
+def _epoch(timestamp: str | None) -> float:
+    try:
+        return calendar.timegm(time.strptime(timestamp or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return 0.0
 
 
 def _list_isvcs(box: ClusterBox, namespace: str) -> list[dict]:
@@ -558,9 +571,6 @@ def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dir
                     phases.append(phase)
                     for line in phase.lines():
                         log(line)
-                if not phases[-1].ok:
-                    log(f"  engine logs: {workdir / 'box'} (removed on exit): "
-                        + " | ".join(f"{p.name}: {p.tail(3)}" for p in box.processes if not p.alive()))
     return phases
 
 
