@@ -177,6 +177,7 @@ class Engine:
 
 class ArgoCD(Engine):
     title = "Argo CD"
+    periodic_refresh = True
 
     @staticmethod
     def crd_files() -> list[Path]:
@@ -289,13 +290,17 @@ class Flux(Engine):
         env = self.process_env("flux-home")
         env["RUNTIME_NAMESPACE"] = FLUX_NS
         storage = free_port()
-        common = ["--metrics-addr=0", f"--health-addr=127.0.0.1:{free_port()}", "--enable-leader-election=false",
-                  "--watch-all-namespaces=true", "--log-level=info"]
+        (self.workdir / "flux-storage").mkdir()
+        def common() -> list[str]:
+            return ["--metrics-addr=0", f"--health-addr=127.0.0.1:{free_port()}", "--enable-leader-election=false",
+                    "--watch-all-namespaces=true", "--log-level=info"]
+
         self.box._spawn("source-controller", [
             str(engines.engine_path("flux-source-controller")), f"--storage-path={self.workdir / 'flux-storage'}",
-            f"--storage-addr=127.0.0.1:{storage}", f"--storage-adv-addr=127.0.0.1:{storage}", *common,
+            f"--storage-addr=127.0.0.1:{storage}", f"--storage-adv-addr=127.0.0.1:{storage}", *common(),
         ], env)
-        self.box._spawn("kustomize-controller", [str(engines.engine_path("flux-kustomize-controller")), *common], env)
+        self.box._spawn("kustomize-controller", [str(engines.engine_path("flux-kustomize-controller")), *common()],
+                        env)
 
     def bootstrap(self) -> list[str]:
         """What `flux bootstrap git --url=<repo_url> --branch=<branch> --path=clusters/flux/<env>` leaves in the
@@ -334,16 +339,16 @@ class Flux(Engine):
             found.append(unit)
         return found
 
+    periodic_refresh = False  # a new requestedAt restarts a Kustomization's health wait: once per commit only
+
     def refresh(self) -> None:
+        """`flux reconcile source git`: fetch now; the Kustomizations follow the new artifact by themselves."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         annotation = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}}
         client = self.box.client
         for repo in client.list("source.toolkit.fluxcd.io/v1", "GitRepository"):
             client.merge_patch("source.toolkit.fluxcd.io/v1", "GitRepository", repo["metadata"]["name"], annotation,
                                namespace=repo["metadata"]["namespace"])
-        for ks in client.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
-            client.merge_patch("kustomize.toolkit.fluxcd.io/v1", "Kustomization", ks["metadata"]["name"], annotation,
-                               namespace=ks["metadata"]["namespace"])
 
 
 ENGINE_CLASSES = {"argocd": ArgoCD, "flux": Flux}
@@ -412,7 +417,8 @@ def wait_converged(engine: Engine, phase: Phase, namespace: str, started: float,
             if sims.error:
                 phase.checks.append(Unit("Simulator", "kubelets/gateway", status="failed", message=sims.error))
             return
-        if now - refreshed > 15:  # status-only changes (an InferenceService turning Ready) wait for a refresh
+        if engine.periodic_refresh and now - refreshed > 15:
+            # Argo CD v3 ignores status-only changes (an InferenceService turning Ready) until a refresh
             engine.refresh()
             refreshed = now
         time.sleep(POLL)
