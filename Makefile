@@ -34,7 +34,7 @@ schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build
 
 test: setup control-plane ## run every test (the full overlay matrix and the kube-apiserver checks included)
-	$(BIN)/pytest -n $(JOBS) --dist loadgroup
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not gitops"
 
 test-gitops: setup engines ## the real Argo CD and Flux sync a generated repo in a cluster in a box
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m gitops
