@@ -9,12 +9,12 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools control-plane schemas test test-fast demo clean fuzz-long
+.PHONY: help setup tools crds control-plane schemas test test-fast demo clean fuzz-long
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) tools ## create .venv, install the project and the pinned kustomize + kubeconform
+setup: $(INSTALLED) tools crds ## create .venv, install the project, the pinned kustomize + kubeconform, the pinned CRDs
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ tools: $(INSTALLED)
 
 control-plane: $(INSTALLED) ## the pinned kube-apiserver for `validate --server` (Go build, ~20 min once)
 	@$(BIN)/servingops tools install kube-control-plane
+
+# The pinned CRDs of every KServe release: ../shared when it is there, else fetched (sha256-checked) into .cache/upstream.
+crds: $(INSTALLED)
+	@$(BIN)/servingops schemas fetch
 
 schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build

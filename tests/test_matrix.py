@@ -8,10 +8,11 @@ import itertools
 import pytest
 import yaml
 
-from servingops import matrix, render
+from servingops import matrix, releases, render
 
 RENDERS, REJECTIONS = matrix.plan()
-CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.name}": cell for spec in RENDERS for cell in spec.cells}
+CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.axes['kserve_version']}/{spec.name}": cell
+         for spec in RENDERS for cell in spec.cells}
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,17 @@ def test_plan_builds_every_allowed_cell_and_rejects_every_other_one():
     rejected = {rejection.id for rejection in REJECTIONS}
     assert {cell.id for cell in every - allowed} <= rejected
     assert len(rejected) == len(REJECTIONS)  # one refusal per disallowed combination, no duplicates
+
+
+def test_every_kserve_release_meets_every_runtime_set():
+    met = {(spec.axes["kserve_version"], spec.runtimes) for spec in RENDERS}
+    assert met == set(itertools.product(releases.versions(), matrix.runtime_sets()))
+    # ... and every release renders the inference-pool component (the InferencePool API is what moves).
+    pooled = {spec.axes["kserve_version"] for spec in RENDERS for cell in spec.cells if "inference-pool" in cell.components}
+    assert pooled == set(releases.versions())
+    # Every storage variant of every runtime set is still rendered.
+    assert {(s.runtimes, s.storage) for s in RENDERS} == {
+        (r, v) for r in matrix.runtime_sets() for v in matrix.storage_variants(r)}
 
 
 def test_other_answers_are_covered_pairwise():
