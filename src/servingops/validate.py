@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import lint as lint_module
+from . import releases
 from .build import default_jobs, display_path, explain_build_error, find_targets, plural, render_targets, split_documents
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
