@@ -423,21 +423,9 @@ def test_kserve_v016_repo_updates_to_v020_keeping_a_hand_edit(template_repo: Pat
     # The AppProject admits the new InferencePool group instead of the old one.
     project = (repo / "clusters/argocd/appproject.yaml").read_text()
     assert "inference.networking.k8s.io" in project and "inference.networking.x-k8s.io" not in project
+    # The endpoint picker's image is the release's too (releases.yml).
     assert status(repo) == {" M .copier-answers.yml", " M README.md", f" M {VLLM_PIN_FILE}", f" M {POOL_FILE}",
-                            " M clusters/argocd/appproject.yaml"}
+                            " M clusters/argocd/appproject.yaml", " M components/inference-pool/endpoint-picker.yaml"}
     report = validate([repo], store_dir=STORE)  # the recorded release, now v0.20: its CRDs
     assert report.ok, "\n".join(report.failures())
     assert (STORE / "kserve-v0.20" / "index.json").is_file()
-
-
-def test_a_repo_from_before_the_question_stays_on_kserve_v016(template_repo: Path, tmp_path: Path) -> None:
-    """Answers without kserve_version come from a template that generated for KServe v0.16: an update keeps
-    v0.16 until the user moves it."""
-    repo = generate(template_repo, tmp_path / "repo", "kserve_version=v0.16")
-    edit(repo / ".copier-answers.yml", "kserve_version: v0.16\n", "")
-    commit(repo, "Answers of a template release without kserve_version")
-
-    result = update(repo, "--vcs-ref=v0.1.0")
-    assert result.returncode == 0, result.stderr
-    assert "kserve_version: v0.16\n" in (repo / ".copier-answers.yml").read_text()
-    assert status(repo) == {" M .copier-answers.yml"}  # nothing else moved
