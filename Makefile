@@ -9,12 +9,12 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools control-plane engines schemas test test-fast test-gitops demo clean fuzz-long mutation
+.PHONY: help setup tools crds control-plane engines schemas test test-fast test-gitops demo clean fuzz-long mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(INSTALLED) tools ## create .venv, install the project and the pinned kustomize + kubeconform
+setup: $(INSTALLED) tools crds ## create .venv, install the project, the pinned kustomize + kubeconform, the pinned CRDs
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ control-plane: $(INSTALLED) ## the pinned kube-apiserver for `validate --server`
 
 engines: $(INSTALLED) ## Argo CD + Flux controllers for `cluster-check --gitops`, built from their release modules once
 	@$(BIN)/python -m servingops.engines
+
+# The pinned CRDs of every KServe release: ../shared when it is there, else fetched (sha256-checked) into .cache/upstream.
+crds: $(INSTALLED)
+	@$(BIN)/servingops schemas fetch
 
 schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build

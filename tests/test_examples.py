@@ -107,6 +107,25 @@ def test_example_renders_and_validates(example, name):
             assert (rendered.path / "environments" / env / layer).resolve() in overlays
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kserve_version", [v for v in releases.versions() if v != releases.default_version()])
+@pytest.mark.parametrize("name", NAMES)
+def test_example_at_every_kserve_release_validates_against_that_releases_crds(example, name, kserve_version):
+    """`copier copy --data-file examples/<name>.yml -d kserve_version=<r>`: clean against r's own CRDs (the
+    default release is test_example_renders_and_validates), and the vLLM image is r's huggingfaceserver."""
+    rendered = example(name, kserve_version)
+    assert rendered.answers["kserve_version"] == kserve_version
+    report = validate([rendered.path])  # the release recorded in the answers picks the CRD set
+    assert report.ok, report.failures()
+    assert all(r.status == VALID for r in report.resources) and report.count(VALID) > 0
+    tag = releases.release(kserve_version)["huggingfaceserver_tag"]
+    for env in rendered.envs:
+        for runtime in rendered.kind("ClusterServingRuntime", env, "platform").values():
+            image = runtime["spec"]["containers"][0]["image"]
+            if image.startswith("kserve/huggingfaceserver"):
+                assert image == f"kserve/huggingfaceserver:{tag}"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_example_deploys_the_seed_models(example, name):
     rendered = example(name)

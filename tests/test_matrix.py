@@ -8,11 +8,12 @@ import itertools
 import pytest
 import yaml
 
-from servingops import matrix, render
+from servingops import matrix, releases, render
 from servingops.errors import ServingOpsError
 
 RENDERS, REJECTIONS = matrix.plan()
-CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.name}": cell for spec in RENDERS for cell in spec.cells}
+CELLS = {f"{cell.id}/{spec.axes['gitops_engine']}/{spec.axes['kserve_version']}/{spec.name}": cell
+         for spec in RENDERS for cell in spec.cells}
 
 
 @pytest.fixture(scope="session")
@@ -49,25 +50,38 @@ def test_plan_builds_every_allowed_cell_and_rejects_every_other_one():
     assert len(rejected) == len(REJECTIONS)  # one refusal per disallowed combination, no duplicates
 
 
+def test_every_kserve_release_meets_every_runtime_set():
+    met = {(spec.axes["kserve_version"], spec.runtimes) for spec in RENDERS}
+    assert met == set(itertools.product(releases.versions(), matrix.runtime_sets()))
+    # ... and every release renders the inference-pool component (the InferencePool API is what moves).
+    pooled = {spec.axes["kserve_version"] for spec in RENDERS for cell in spec.cells if "inference-pool" in cell.components}
+    assert pooled == set(releases.versions())
+    # Every storage variant of every runtime set is still rendered.
+    assert {(s.runtimes, s.storage) for s in RENDERS} == {
+        (r, v) for r in matrix.runtime_sets() for v in matrix.storage_variants(r)}
+
+
 def test_other_answers_are_covered_pairwise_where_they_render():
     """A pair counts only where both answers shape the output: v1alpha2 answered in a render without an
     InferencePool covers nothing (the Knative-only v1alpha2 bug hid there)."""
     rows = [matrix.effective_axes(spec) for spec in RENDERS]
-    for a, b in itertools.combinations(matrix.AXES, 2):
-        for va, vb in itertools.product(matrix.AXES[a], matrix.AXES[b]):
+    axes = {**matrix.AXES, **matrix.DERIVED_AXES}
+    for a, b in itertools.combinations(axes, 2):
+        for va, vb in itertools.product(axes[a], axes[b]):
             if matrix.axis_pair_allowed(a, va, b, vb) and matrix.pair_renderable(a, va, b, vb):
                 assert any(row.get(a) == va and row.get(b) == vb for row in rows if a in row and b in row), (a, va, b, vb)
-    assert matrix.uncovered_pairs(RENDERS, matrix.AXES) == set()
+    assert matrix.uncovered_pairs(RENDERS, axes) == set()
 
 
 def test_an_answer_that_renders_nothing_covers_nothing():
-    axes = {name: values[0] for name, values in matrix.AXES.items()}
-    no_pool = matrix.RenderSpec("x", ("llamacpp",), (), {**axes, "inference_pool_api": "v1alpha2"},
+    # KServe v0.16 renders v1alpha2 pools: only where an InferencePool is rendered.
+    axes = {name: values[0] for name, values in matrix.AXES.items()} | {"kserve_version": "v0.16"}
+    no_pool = matrix.RenderSpec("x", ("llamacpp",), (), axes,
                                 [matrix.Cell(("llamacpp",), ("cpu",))])
     assert "inference_pool_api" not in matrix.effective_axes(no_pool)
     assert ("deployment_mode", "Knative", "inference_pool_api", "v1alpha2") in matrix.uncovered_pairs(
-        [no_pool], matrix.AXES)
-    pool = matrix.RenderSpec("y", ("vllm",), (), {**axes, "inference_pool_api": "v1alpha2"},
+        [no_pool], {**matrix.AXES, **matrix.DERIVED_AXES})
+    pool = matrix.RenderSpec("y", ("vllm",), (), axes,
                              [matrix.Cell(("vllm",), ("gpu", "inference-pool"))])
     assert matrix.effective_axes(pool)["inference_pool_api"] == "v1alpha2"
 
@@ -75,7 +89,7 @@ def test_an_answer_that_renders_nothing_covers_nothing():
 def test_the_coverage_model_matches_what_renders(tmp_path):
     """effective_axes (what the plan counts) against rendered_features (what the files show), on the render
     that carries every feature."""
-    spec = next(s for s in RENDERS if s.axes["inference_pool_api"] == "v1alpha2" and
+    spec = next(s for s in RENDERS if s.axes["kserve_version"] == "v0.16" and
                 s.axes["deployment_mode"] == "Knative" and "inference-pool" in {c for cell in s.cells for c in cell.components})
     repo = render.render(tmp_path / "repo", spec.answers())
     assert matrix.rendered_features(repo) == matrix.effective_axes(spec)

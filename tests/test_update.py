@@ -390,5 +390,53 @@ def test_make_update_check(template_repo: Path, tmp_path: Path) -> None:
 def test_changelog_names_the_current_image_pins() -> None:
     """A pin bump reaches users on update: the CHANGELOG must say so (docs/upgrading.md "Image pins")."""
     changelog = (PROJECT_ROOT / "CHANGELOG.md").read_text()
-    for name, runtime in render.catalog("runtimes").items():
+    for name, runtime in releases.runtime_pins().items():  # the default KServe release's
         assert f"`{runtime['image']}:{runtime['tag']}`" in changelog, f"CHANGELOG.md: name the new {name} pin"
+
+
+# --------------------------------------------------------------------------------- moving the KServe release
+
+POOL_FILE = "components/inference-pool/inferencepool.yaml"
+
+
+def test_kserve_v016_repo_updates_to_v020_keeping_a_hand_edit(template_repo: Path, tmp_path: Path) -> None:
+    """`copier update -d kserve_version=v0.20` on a repo generated for KServe v0.16 (issue 10): the vLLM image,
+    the InferencePool API and the README move, the user's edit stays, and the result validates against
+    KServe v0.20's CRDs."""
+    old, new = releases.release("v0.16"), releases.release("v0.20")
+    repo = generate(template_repo, tmp_path / "repo", "kserve_version=v0.16")
+    assert f"newTag: {old['huggingfaceserver_tag']}  #" in (repo / VLLM_PIN_FILE).read_text()
+    assert f"apiVersion: {old['inference_pool_api']}\n" in (repo / POOL_FILE).read_text()
+    assert_valid(repo)  # against v0.16's CRDs (the recorded release)
+    isvc = repo / "models/qwen25-1-5b/inferenceservice.yaml"  # a generated manifest, edited in place
+    edit(isvc, "serving.kserve.io/deploymentMode: Knative\n", "serving.kserve.io/deploymentMode: Knative\n" + OWNER)
+    append(repo / "environments/gpu/models/values/qwen25-1-5b.yaml", REPLICAS)  # user-owned
+    commit(repo, "Local changes")
+    mine = isvc.read_text()
+    # The v0.16 pool is not served by v0.20's Inference Extension: validating for v0.20 must say so.
+    stale = validate([repo], store_dir=STORE, kserve_version="v0.20")
+    assert any("InferencePool" in line and "no schema" in line for line in stale.failures()), stale.failures()
+
+    result = update(repo, "--vcs-ref=v0.1.0", "--data=kserve_version=v0.20")
+    assert result.returncode == 0, result.stderr
+
+    assert "kserve_version: v0.20\n" in (repo / ".copier-answers.yml").read_text()
+    assert isvc.read_text() == mine
+    assert f"    newTag: {new['huggingfaceserver_tag']}  # the template's pin" in (repo / VLLM_PIN_FILE).read_text()
+    pool = built(repo, "environments/gpu/models", "InferencePool", "qwen25-1-5b")
+    assert pool["apiVersion"] == new["inference_pool_api"] == "inference.networking.k8s.io/v1"
+    assert pool["spec"]["targetPorts"] and pool["spec"]["endpointPickerRef"]["name"]
+    route = built(repo, "environments/gpu/models", "HTTPRoute", "qwen25-1-5b")
+    assert route["spec"]["rules"][0]["backendRefs"][0]["group"] == "inference.networking.k8s.io"
+    qwen = built(repo, "environments/gpu/models", "InferenceService", "qwen25-1-5b")
+    assert qwen["metadata"]["annotations"]["team.example.com/owner"] == "ml-platform"
+    assert "KServe v0.20.0" in (repo / "README.md").read_text()
+    # The AppProject admits the new InferencePool group instead of the old one.
+    project = (repo / "clusters/argocd/appproject.yaml").read_text()
+    assert "inference.networking.k8s.io" in project and "inference.networking.x-k8s.io" not in project
+    # The endpoint picker's image is the release's too (releases.yml).
+    assert status(repo) == {" M .copier-answers.yml", " M README.md", f" M {VLLM_PIN_FILE}", f" M {POOL_FILE}",
+                            " M clusters/argocd/appproject.yaml", " M components/inference-pool/endpoint-picker.yaml"}
+    report = validate([repo], store_dir=STORE)  # the recorded release, now v0.20: its CRDs
+    assert report.ok, "\n".join(report.failures())
+    assert (STORE / "kserve-v0.20" / "index.json").is_file()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from . import __version__, cluster_check, controlplane, helm_import, lint, manifest_diff, render, schemas, tools, validate
+from . import __version__, cluster_check, controlplane, helm_import, lint, manifest_diff, releases, render, schemas, tools, validate
 from .build import default_jobs, print_report
 from .errors import ServingOpsError
 
@@ -23,7 +24,13 @@ def _add_schema_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         metavar="DIR",
-        help="folder or file of CRDs (repeatable; later ones win). Default: $SERVINGOPS_CRDS, else ../shared/crds",
+        help="folder or file of CRDs, e.g. your cluster's (repeatable; later ones win). Default: $SERVINGOPS_CRDS, "
+             "else the KServe release's CRD set (../shared, else the pinned upstream files, fetched once)",
+    )
+    parser.add_argument(
+        "--kserve-version", choices=releases.versions(), metavar="RELEASE",
+        help=f"KServe release whose CRDs to use ({', '.join(releases.versions())}). Default: the kserve_version in "
+             f"the repository's .copier-answers.yml, else {releases.default_version()}",
     )
     parser.add_argument(
         "--schemas", type=Path, default=schemas.DEFAULT_STORE, metavar="DIR",
@@ -56,23 +63,27 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
-def _crd_dirs(args: argparse.Namespace) -> list[Path] | None:
-    if getattr(args, "download", False):
-        return [schemas.download_pinned_crds(schemas.cache_dir() / "crds")] + (args.crds or [])
-    return args.crds
+def _crd_root(args: argparse.Namespace) -> Path | None:
+    """--download: the pinned upstream files, fetched now (sha256-checked) instead of ../shared."""
+    return schemas.download_pinned_crds() if getattr(args, "download", False) else None
 
 
 def cmd_schemas_build(args: argparse.Namespace) -> int:
-    crd_dirs = _crd_dirs(args)
-    if crd_dirs is None and not schemas.default_crd_dirs():
-        raise ServingOpsError(
-            f"no CRD source: {schemas.shared_crds_dir()} does not exist. Pass --crds DIR (for example the output "
-            "of `kubectl get crd -o yaml`), set SERVINGOPS_CRDS, or use --download for the pinned upstream CRDs"
-        )
-    store = schemas.build_store(args.schemas, args.kubernetes_version, crd_dirs, force=args.force)
+    store = schemas.release_store(args.kserve_version, args.schemas, args.kubernetes_version, args.crds,
+                                  root=_crd_root(args), force=args.force)
     state = "built" if store.rebuilt else "up to date"
     print(f"{store.schema_count} schemas for Kubernetes {store.kubernetes_version} {state} in {store.path}")
     print(f"kubeconform -schema-location '{store.location}'")
+    return 0
+
+
+def cmd_schemas_fetch(args: argparse.Namespace) -> int:
+    """Make sure every release's pinned CRDs are at hand: ../shared, or fetched into the cache."""
+    if os.environ.get("SERVINGOPS_CRDS"):
+        print(f"CRDs from SERVINGOPS_CRDS={os.environ['SERVINGOPS_CRDS']}: nothing to fetch")
+        return 0
+    root = schemas.release_files_root(fetch=True)
+    print(f"pinned CRDs of KServe {', '.join(releases.versions())} and their dependencies: {root}")
     return 0
 
 
@@ -80,7 +91,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate.validate(
         args.paths,
         kubernetes_version=args.kubernetes_version,
-        crd_dirs=_crd_dirs(args),
+        crd_dirs=args.crds,
+        crd_root=_crd_root(args),
+        kserve_version=args.kserve_version,
         store_dir=args.schemas,
         online=args.online,
         jobs=args.jobs,
@@ -156,15 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     build = schema_verbs.add_parser("build", help="write a kubeconform-ready schema folder (only when inputs changed)")
     _add_schema_options(build)
     build.add_argument("--out", dest="schemas", type=Path, default=schemas.DEFAULT_STORE, help="same as --schemas")
-    build.add_argument("--download", action="store_true", help="also fetch the pinned upstream CRDs (sha256-checked)")
+    build.add_argument("--download", action="store_true", help="use the pinned upstream CRDs, fetched now (sha256-checked)")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     build.set_defaults(func=cmd_schemas_build)
+
+    fetch = schema_verbs.add_parser(
+        "fetch", help="fetch every KServe release's pinned upstream CRDs into .cache/upstream unless ../shared has them")
+    fetch.set_defaults(func=cmd_schemas_fetch)
 
     check = verbs.add_parser("validate", help="kustomize build + strict offline kubeconform for every overlay under PATH")
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                        help="kustomization folder, folder to search for kustomizations, or YAML file")
     _add_schema_options(check)
-    check.add_argument("--download", action="store_true", help="also use the pinned upstream CRDs (fetched once)")
+    check.add_argument("--download", action="store_true", help="use the pinned upstream CRDs, fetched now (sha256-checked)")
     check.add_argument("--prebuilt-schemas", type=Path, metavar="DIR",
                        help="use this schema store as is (offline; built by `servingops schemas build --out DIR`)")
     check.add_argument("--online", action="store_true", help="also try kubeconform's upstream schema registry")

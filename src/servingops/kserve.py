@@ -1,8 +1,9 @@
 """What a KServe release installs and admits, for the checks that must match the cluster a repo targets.
 
 - `shipped_runtimes(tag)`: the ClusterServingRuntimes KServe installs by default (config/runtimes at that tag),
-  read from ../shared/kserve/<tag>/runtimes beside this checkout, or from $SERVINGOPS_KSERVE_RUNTIMES (a folder of
-  that release's config/runtimes files).
+  read from ../shared/kserve/<tag>/runtimes beside this checkout (else the pinned upstream files, fetched once
+  into .cache/upstream: schemas.release_files_root), or from $SERVINGOPS_KSERVE_RUNTIMES (a folder of that
+  release's config/runtimes files). overlays-catalog/releases.yml summarises them (releases.shipped_runtimes).
 - `BLOCKED_ENV_VARS`: the environment variables KServe's admission webhooks refuse in runtime and
   InferenceService containers (pkg/validation/env_policy.go, DefaultBlockedEnvVars; added in v0.19).
 - `repo_release(root)`: the release tag a generated repo targets (its kserve_version in releases.yml).
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from . import releases
-from .errors import InputError
-from .tools import PROJECT_ROOT
+from . import releases, schemas
+from .errors import InputError, SchemaError
 
 BLOCKED_ENV_VARS: dict[str, tuple[str, ...]] = {
     "v0.16.0": (),
@@ -40,7 +40,10 @@ DEFAULT_RELEASE = repo_release(None)
 def runtimes_dir(tag: str) -> Path:
     if override := os.environ.get("SERVINGOPS_KSERVE_RUNTIMES"):
         return Path(override)
-    return PROJECT_ROOT.parent / "shared" / "kserve" / tag / "runtimes"
+    try:
+        return schemas.release_files_root() / "kserve" / tag / "runtimes"
+    except SchemaError as exc:
+        raise InputError(f"{exc}; or point SERVINGOPS_KSERVE_RUNTIMES at KServe {tag}'s config/runtimes") from exc
 
 
 @functools.cache

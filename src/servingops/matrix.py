@@ -32,9 +32,9 @@ from typing import Any
 
 import yaml
 
-from . import lint, render
+from . import lint, releases, render
 from .errors import CommandError, ServingOpsError
-from .schemas import DEFAULT_STORE, build_store
+from .schemas import DEFAULT_STORE, release_store
 from .build import default_jobs, kustomization_refs, kustomize_build, split_documents
 from .validate import INVALID, VALID, kubeconform_verdicts
 
@@ -99,9 +99,11 @@ AXES: dict[str, list[Any]] = {
 }
 # A free-text answer: what changes the output is whether it is set (multi-tenant Flux) or not.
 AXES["flux_service_account"] = ["", "llm-reconciler"]
-# The InferencePool API is computed from kserve_version (overlays-catalog/releases.yml: v1 for v0.19/v0.20,
-# v1alpha2 for v0.16); given as data it still overrides that, which is how the matrix varies it.
-AXES["inference_pool_api"] = ["v1", "v1alpha2"]
+# The KServe release: crossed with every runtime set (release_groups), not paired like the AXES.
+RELEASE_AXIS = "kserve_version"
+# What pairwise coverage counts besides the answers: the InferencePool API the release renders (v1alpha2 only
+# with KServe v0.16), counted only where an InferencePool is rendered.
+DERIVED_AXES: dict[str, list[Any]] = {"inference_pool_api": ["v1", "v1alpha2"]}
 
 
 def axis_pair_allowed(a: str, va: Any, b: str, vb: Any) -> bool:
@@ -280,7 +282,8 @@ def effective_axes(spec: RenderSpec) -> dict[str, Any]:
     axes = spec.axes
     effective = {name: axes[name] for name in ("gitops_engine", "deployment_mode", "priority_classes")}
     if "inference-pool" in components:
-        effective["inference_pool_api"] = axes["inference_pool_api"]
+        pool_api = releases.release(axes.get(RELEASE_AXIS) or releases.default_version())["inference_pool_api"]
+        effective["inference_pool_api"] = pool_api.split("/")[1]
     if "s3" in components:
         effective["s3_auth"] = axes["s3_auth"]
     if "gated-hf" in components or ("s3" in components and axes["s3_auth"] == "static"):
@@ -336,7 +339,7 @@ def uncovered_pairs(renders: Sequence[RenderSpec], axes: dict[str, list[Any]]) -
 
 def covered_pairs(spec: RenderSpec) -> set[tuple[str, Any, str, Any]]:
     row = effective_axes(spec)
-    names = [name for name in AXES if name in row]
+    names = [name for name in {**AXES, **DERIVED_AXES} if name in row]
     return {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}
 
 
@@ -346,11 +349,26 @@ def pair_renderable(a: str, va: Any, b: str, vb: Any) -> bool:
     return not ("flux_service_account" in pair and pair.get("gitops_engine") == "argocd")
 
 
+def release_groups(releases_axis: Sequence[str]) -> list[tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """(runtime set, storage variant, KServe release) for every render: every runtime set meets every release
+    (its storage variants take the releases in turn; a set with fewer variants than releases repeats its plain
+    one), and every storage variant is rendered."""
+    groups = []
+    for runtimes in runtime_sets():
+        variants = storage_variants(runtimes)
+        variants += [variants[0]] * (len(releases_axis) - len(variants))
+        groups += [(runtimes, storage, releases_axis[i % len(releases_axis)]) for i, storage in enumerate(variants)]
+    return groups
+
+
 def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tuple[list[RenderSpec], list[Rejection]]:
     """Every render (with its cells) and every rejection the matrix runs."""
     varied = {name: values for name, values in AXES.items() if axes is None or name in axes}
     fixed = {name: values[0] for name, values in AXES.items() if name not in varied}
-    groups = [(r, s) for r in runtime_sets() for s in storage_variants(r)]
+    # The KServe release is the one answer crossed with every runtime set (what it changes: the vLLM image, the
+    # InferencePool API, the CRDs to validate against); `--axes` without kserve_version keeps the default.
+    releases_axis = releases.versions() if axes is None or RELEASE_AXIS in axes else [releases.default_version()]
+    groups = release_groups(releases_axis)
     if exhaustive:
         keys = list(varied)
         rows = [dict(zip(keys, v)) for v in itertools.product(*varied.values())]
@@ -359,17 +377,21 @@ def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tupl
     else:
         rows = all_pairs(len(groups), varied) if varied else [{}] * len(groups)
         assignments = [(groups[i % len(groups)], row) for i, row in enumerate(rows)]
-    renders = [render_spec(f"r{index:03d}", runtimes, storage, {**fixed, **row})
-               for index, ((runtimes, storage), row) in enumerate(assignments)]
+    renders = []
+    for index, ((runtimes, storage, release), row) in enumerate(assignments):
+        renders.append(render_spec(f"r{index:03d}", runtimes, storage, {**fixed, **row, RELEASE_AXIS: release}))
     # Pairs whose answers were given where they render nothing: more renders (every runtime and storage, one
     # environment with every component, so every answer renders), chosen greedily until each allowed pair is
     # rendered somewhere.
+    coverage = {**varied, **DERIVED_AXES}
     runtimes, storage = tuple(RUNTIMES), storage_variants(tuple(RUNTIMES))[-1]
-    richest = max(render_spec("", runtimes, storage, {**fixed, **rows[0]}).cells, key=lambda c: len(c.components))
-    candidates = [{**fixed, **row} for row in
+    richest = max(render_spec("", runtimes, storage, {**fixed, **rows[0], RELEASE_AXIS: releases_axis[0]}).cells,
+                  key=lambda c: len(c.components))
+    candidates = [{**fixed, **row, RELEASE_AXIS: release} for row in
                   (dict(zip(varied, values)) for values in itertools.product(*varied.values()))
-                  if all(axis_pair_allowed(a, row[a], b, row[b]) for a, b in itertools.combinations(row, 2))]
-    while missing := uncovered_pairs(renders, varied):
+                  if all(axis_pair_allowed(a, row[a], b, row[b]) for a, b in itertools.combinations(row, 2))
+                  for release in releases_axis]
+    while missing := uncovered_pairs(renders, coverage):
         def gain(row: dict[str, Any]) -> int:
             trial = RenderSpec("", runtimes, storage, row, [richest])
             return len(missing & covered_pairs(trial))
@@ -554,7 +576,9 @@ def run(
         lint_entry_point()  # before any work: a matrix that cannot lint must not pass as one that did
     started = time.perf_counter()
     report = MatrixReport()
-    store = build_store(store_dir)
+    # One schema store per KServe release: each render validates against its release's CRDs.
+    used = sorted({spec.axes.get(RELEASE_AXIS) or releases.default_version() for spec in renders})
+    store = {version: release_store(version, store_dir) for version in used}
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="servingops-matrix-")) if own_workdir else workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -636,19 +660,23 @@ def _timed_build(overlay: Path, seconds: dict[str, float], key: str) -> str | Co
         seconds[key] = time.perf_counter() - start
 
 
-def _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled) -> None:
-    documents: dict[str, str] = {}  # digest -> document text: each distinct resource is validated once
-    per_overlay: dict[tuple[str, Path], list[tuple[str, dict]]] = {}
+def _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, stores, jobs, lint_enabled) -> None:
+    # (release, digest) -> document text: each distinct resource is validated once per KServe release
+    documents: dict[tuple[str, str], str] = {}
+    per_overlay: dict[tuple[str, Path], list[tuple[tuple[str, str], dict]]] = {}
+    release_of = {spec.name: spec.axes.get(RELEASE_AXIS) or releases.default_version() for spec in renders}
     for key, output in outputs.items():
         if isinstance(output, CommandError):
             continue
         per_overlay[key] = []
         for parsed, text in split_documents(output):
-            d = hashlib.sha256(text.encode()).hexdigest()
+            d = (release_of[key[0]], hashlib.sha256(text.encode()).hexdigest())
             documents.setdefault(d, text)
             per_overlay[key].append((d, parsed))
-    ordered = list(documents)
-    verdicts = dict(zip(ordered, kubeconform_verdicts([documents[d] for d in ordered], store, jobs=jobs)))
+    verdicts = {}
+    for version, store in stores.items():  # one kubeconform process per release
+        ordered = [d for d in documents if d[0] == version]
+        verdicts.update(zip(ordered, kubeconform_verdicts([documents[d] for d in ordered], store, jobs=jobs)))
     report.resources = sum(len(v) for v in per_overlay.values())
     report.resources_distinct = len(documents)
     parsed = {key: [doc for _, doc in docs] for key, docs in per_overlay.items()}
@@ -657,7 +685,8 @@ def _validate_and_collect(renders, report, outputs, digests, build_seconds, work
         repo = workdir / spec.name
         for cell in spec.cells:
             env = spec.env_name(cell)
-            result = CellResult(f"{cell.id}/{spec.axes.get('gitops_engine', 'argocd')}/{spec.name}", spec.name, env)
+            result = CellResult(f"{cell.id}/{spec.axes.get('gitops_engine', 'argocd')}/"
+                                f"{spec.axes.get(RELEASE_AXIS, releases.default_version())}/{spec.name}", spec.name, env)
             mine = [repo / "environments" / env / "platform", repo / "environments" / env / "models",
                     repo / "clusters" / "argocd"]
             mine += [k.parent for k in (repo / "clusters" / "flux" / env).glob("*/kustomization.yaml")]
@@ -723,13 +752,16 @@ def print_table(report: MatrixReport, stream=sys.stdout) -> None:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     axes = args.axes.split(",") if args.axes else None
-    unknown = set(axes or []) - set(AXES)
+    unknown = set(axes or []) - set(AXES) - {RELEASE_AXIS}
     if unknown:
-        raise ServingOpsError(f"--axes: unknown axis {', '.join(sorted(unknown))}: choose from {', '.join(AXES)}")
+        raise ServingOpsError(f"--axes: unknown axis {', '.join(sorted(unknown))}: choose from "
+                              f"{', '.join([RELEASE_AXIS, *AXES])}")
     renders, rejects = plan(axes, exhaustive=args.exhaustive)
     coverage = "exhaustive" if args.exhaustive else "all-pairs"
+    used = sorted({r.axes[RELEASE_AXIS] for r in renders}, reverse=True)
     print(f"matrix: {sum(len(r.cells) for r in renders)} combinations in {len(renders)} renders "
-          f"(runtime sets x component sets exhaustive; other answers {coverage} over {', '.join(axes or AXES)}), "
+          f"(runtime sets x component sets exhaustive, each runtime set at KServe {', '.join(used)}; other "
+          f"answers {coverage} over {', '.join(a for a in (axes or AXES) if a != RELEASE_AXIS)}), "
           f"{len(rejects)} disallowed combinations", file=sys.stderr)
     report = run(renders, rejects, jobs=args.jobs, lint=not args.no_lint)
     report.coverage = coverage
@@ -752,7 +784,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser("matrix", help="render, build and validate every overlay combination")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="parallel workers (default: %(default)s)")
-    parser.add_argument("--axes", help=f"answers to vary besides runtimes x components (default: all of {','.join(AXES)})")
+    parser.add_argument("--axes", help="answers to vary besides runtimes x components (default: all of "
+                        f"{','.join([RELEASE_AXIS, *AXES])}; without {RELEASE_AXIS}: the default release only)")
     parser.add_argument("--exhaustive", action="store_true", help="every combination of the axes instead of all-pairs")
     parser.add_argument("--report", type=Path, help="write the full report as JSON")
     parser.add_argument("--no-lint", action="store_true", help="skip servingops lint on the built overlays")

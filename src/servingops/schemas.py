@@ -41,6 +41,7 @@ SCHEMA_LOCATION = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.js
 CORE_DEFS_PREFIXES = ("/api/_definitions.json#/$defs/", "#/$defs/")
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 CRD_SUFFIXES = (".yaml", ".yml", ".json")
+MIRROR_ENV = "SERVINGOPS_RELEASE_MIRROR"
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -68,8 +69,19 @@ def schema_file(group_or_version: str, kind: str, version: str) -> str:
 # --- CRD sources -----------------------------------------------------------------------------------
 
 
+def shared_root() -> Path:
+    """The local copy of the pinned upstream files: crds/ (every CRD but KServe's) and kserve/<tag>/crds/.
+    $SERVINGOPS_SHARED, else ../shared beside this checkout."""
+    return Path(os.environ.get("SERVINGOPS_SHARED") or PROJECT_ROOT.parent / "shared")
+
+
 def shared_crds_dir() -> Path:
-    return PROJECT_ROOT.parent / "shared" / "crds"
+    return shared_root() / "crds"
+
+
+def upstream_cache() -> Path:
+    """Where the pinned upstream files are fetched to, laid out like shared_root(): <cache_dir>/upstream."""
+    return cache_dir() / "upstream"
 
 
 def default_crd_dirs() -> list[Path]:
@@ -80,27 +92,106 @@ def default_crd_dirs() -> list[Path]:
 
 
 def pinned_crds() -> list[dict[str, str]]:
+    """The lock: every pinned upstream CRD file (`file` relative to shared_root(), `url`, `sha256`)."""
     text = resources.files(__package__).joinpath("data/crds.lock.toml").read_text()
     return tomllib.loads(text)["crd"]
 
 
-def download_pinned_crds(cache_dir: Path, log=print) -> Path:
-    """Fetch the pinned upstream CRDs into cache_dir (skipping files already there with the right sha256)."""
-    for entry in pinned_crds():
+def download_pinned_crds(cache_dir: Path | None = None, log=print) -> Path:
+    """Fetch every pinned upstream CRD (every KServe release's too) into cache_dir, laid out like shared_root(),
+    skipping files already there with the right sha256. $SERVINGOPS_RELEASE_MIRROR: a base URL laid out like
+    shared_root() to fetch from instead of the upstream URLs (an internal mirror)."""
+    cache_dir = cache_dir or upstream_cache()
+    mirror = os.environ.get(MIRROR_ENV, "").rstrip("/")
+    missing = [e for e in pinned_crds()
+               if not ((cache_dir / e["file"]).is_file() and _sha256((cache_dir / e["file"]).read_bytes()) == e["sha256"])]
+    if missing:
+        log(f"fetching {len(missing)} pinned upstream files from {mirror or 'their upstream URLs'} into {cache_dir}")
+    for entry in missing:
         target = cache_dir / entry["file"]
-        if target.is_file() and _sha256(target.read_bytes()) == entry["sha256"]:
-            continue
-        log(f"downloading {entry['url']}")
+        url = f"{mirror}/{entry['file']}" if mirror else entry["url"]
         try:
-            with urllib.request.urlopen(entry["url"], timeout=120) as response:
+            with urllib.request.urlopen(url, timeout=120) as response:
                 body = response.read()
-        except OSError as exc:
-            raise SchemaError(f"cannot download {entry['url']}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise SchemaError(f"cannot download {url}: {exc}") from exc
         if (actual := _sha256(body)) != entry["sha256"]:
-            raise SchemaError(f"{entry['url']} has sha256 {actual}, but {entry['sha256']} is pinned")
+            raise SchemaError(f"{url} has sha256 {actual}, but {entry['sha256']} is pinned")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(body)
+        tmp.rename(target)  # never a half-written file in the cache
     return cache_dir
+
+
+def _has_release_files(root: Path) -> bool:
+    """Does root hold the common CRDs and every KServe release's CRDs?"""
+    from . import releases
+
+    return (root / "crds").is_dir() and all(
+        (root / "kserve" / releases.release(v)["crds"]["kserve"] / folder).is_dir()
+        for v in releases.versions() for folder in ("crds", "runtimes")
+    )
+
+
+def release_files_root(*, fetch: bool = True, log=print) -> Path:
+    """shared_root() when it holds the pinned files, else the cache (fetched when incomplete and fetch=True).
+    No source, no cache, no network: one line naming the fixes."""
+    if _has_release_files(shared_root()):
+        return shared_root()
+    cache = upstream_cache()
+    if all((cache / e["file"]).is_file() for e in pinned_crds()):
+        return cache
+    reason = "fetching is off"
+    if fetch:
+        try:
+            return download_pinned_crds(cache, log=log)
+        except SchemaError as exc:
+            reason = f"fetching them failed: {exc}"
+    raise SchemaError(
+        f"no CRD source: {shared_root()} does not exist and the pinned upstream CRDs are not in {cache} "
+        f"({reason}); fix: pass --crds DIR (e.g. `kubectl get crd -o yaml > crds.yaml`), set SERVINGOPS_CRDS=DIR, "
+        f"or run once with network access (or {MIRROR_ENV}=URL of a mirror)"
+    )
+
+
+def release_crd_paths(kserve_version: str | None = None, *, root: Path | None = None, fetch: bool = True,
+                      log=print) -> list[Path]:
+    """The CRDs a cluster running this KServe release has: the common set (../shared/crds) without what the
+    release's dependencies do not install (overlays-catalog/releases.yml `crds.without`) and without the
+    common set's serving.kserve.io, plus the release's own serving.kserve.io CRDs."""
+    from . import releases
+
+    row = releases.release(kserve_version)
+    root = root or release_files_root(fetch=fetch, log=log)
+    common = root / "crds"
+    skip = ("serving.kserve.io/", *row["crds"]["without"])
+    files = [
+        f for f in sorted(common.rglob("*"))
+        if f.is_file() and f.suffix in CRD_SUFFIXES and not f.relative_to(common).as_posix().startswith(skip)
+    ]
+    return files + [root / "kserve" / row["crds"]["kserve"] / "crds"]
+
+
+def release_store(
+    kserve_version: str | None = None,
+    out: Path = DEFAULT_STORE,
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+    crd_dirs: Iterable[Path] | None = None,
+    *,
+    root: Path | None = None,
+    force: bool = False,
+) -> Store:
+    """The schema store to validate a repository for a KServe release with. CRDs given (crd_dirs, or
+    $SERVINGOPS_CRDS: a cluster's own) are used as they are, in `out`; otherwise the release's CRD set
+    (release_crd_paths, from `root` or ../shared or the fetched cache), in out/kserve-<release>."""
+    from . import releases
+
+    if crd_dirs is None and not os.environ.get("SERVINGOPS_CRDS"):
+        version = kserve_version or releases.default_version()
+        paths = release_crd_paths(version, root=root)
+        return build_store(Path(out) / f"kserve-{version}", kubernetes_version, paths, force=force)
+    return build_store(out, kubernetes_version, crd_dirs, force=force)
 
 
 def crd_files(dirs: Iterable[Path]) -> list[tuple[Path, Path]]:

@@ -18,12 +18,12 @@ from pathlib import Path
 import yaml
 
 from . import lint as lint_module
+from . import releases
 from .build import default_jobs, display_path, explain_build_error, find_targets, plural, render_targets, split_documents
 from .build import kustomize_build  # noqa: F401  (tests and scripts import it from here)
 from .command import Command, last_lines
-from . import releases
 from .errors import CommandError
-from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, build_store, default_crd_dirs, open_store
+from .schemas import DEFAULT_KUBERNETES_VERSION, DEFAULT_STORE, Store, default_crd_dirs, open_store, release_store
 from .tools import tool_path
 
 # Offline runs point kubeconform's proxies at a closed port: anything it tried to fetch would fail loudly.
@@ -248,12 +248,20 @@ def validate(
     lint: bool = True,
     prebuilt_store: Path | None = None,
     server: bool = False,
+    kserve_version: str | None = None,
+    crd_root: Path | None = None,
 ) -> Report:
     """Build and validate every target; then lint the built output (cross-object checks) unless lint=False.
-    server=True: also server-side dry-run every resource on a real kube-apiserver (see apiserver.py)."""
+    server=True: also server-side dry-run every resource on a real kube-apiserver (see apiserver.py).
+
+    Schemas: crd_dirs (or $SERVINGOPS_CRDS) as given; else the CRDs of the KServe release `kserve_version`, by
+    default the one recorded in the repository's .copier-answers.yml (else the template's default release)."""
     jobs = jobs or default_jobs()
+    paths = list(paths)
     targets = find_targets(paths)
-    store = open_store(prebuilt_store) if prebuilt_store else build_store(store_dir, kubernetes_version, crd_dirs)
+    version = kserve_version or releases.recorded_version(paths)
+    store = (open_store(prebuilt_store) if prebuilt_store
+             else release_store(version, store_dir, kubernetes_version, crd_dirs, root=crd_root))
     rendered = render_targets(targets, jobs)
     report = Report()
     pending: list[tuple[str, dict]] = []  # (target label, parsed doc) awaiting a verdict
