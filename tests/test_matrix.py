@@ -37,7 +37,9 @@ def test_plan_enumerates_the_catalog():
     # The other answers come from copier.yml's own choices.
     copier = yaml.safe_load((render.TEMPLATE_ROOT / "copier.yml").read_text())
     assert set(matrix.AXES["gitops_engine"]) == set(copier["gitops_engine"]["choices"].values())
-    assert set(matrix.AXES["secrets_provider"]) == set(copier["secrets_provider"]["choices"].values())
+    # A choice may carry its own validator ({value: ..., validator: ...}): its value is the answer.
+    providers = {c["value"] if isinstance(c, dict) else c for c in copier["secrets_provider"]["choices"].values()}
+    assert set(matrix.AXES["secrets_provider"]) == providers == {"external-secrets", "sealed-secrets", "sops", "manual"}
 
 
 def test_plan_builds_every_allowed_cell_and_rejects_every_other_one():
