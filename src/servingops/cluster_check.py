@@ -61,7 +61,7 @@ def shared_kserve_dir() -> Path:
 
 def release_tag(answers: dict) -> str:
     """The KServe release tag a generated repo targets: its kserve_version answer looked up in the release table
-    (overlays-catalog/releases.yml). A repo from before the question targets v0.16, as copier.yml says."""
+    (overlays-catalog/releases.yml). A repo from before the question (template v0.1.0) targets v0.16."""
     releases = render.catalog("releases")
     key = str(answers.get("kserve_version") or "v0.16")
     if key not in releases["kserve"]:
