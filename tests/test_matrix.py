@@ -62,21 +62,20 @@ def test_other_answers_are_covered_pairwise_where_they_render():
 
 def test_an_answer_that_renders_nothing_covers_nothing():
     axes = {name: values[0] for name, values in matrix.AXES.items()}
-    no_pool = matrix.RenderSpec("x", ("llamacpp",), (), {**axes, "inference_pool_api": "v1alpha2"},
+    keyless = matrix.RenderSpec("x", ("llamacpp",), (), {**axes, "s3_auth": "keyless"},
                                 [matrix.Cell(("llamacpp",), ("cpu",))])
-    assert "inference_pool_api" not in matrix.effective_axes(no_pool)
-    assert ("deployment_mode", "Knative", "inference_pool_api", "v1alpha2") in matrix.uncovered_pairs(
-        [no_pool], matrix.AXES)
-    pool = matrix.RenderSpec("y", ("vllm",), (), {**axes, "inference_pool_api": "v1alpha2"},
-                             [matrix.Cell(("vllm",), ("gpu", "inference-pool"))])
-    assert matrix.effective_axes(pool)["inference_pool_api"] == "v1alpha2"
+    assert "s3_auth" not in matrix.effective_axes(keyless)
+    assert ("deployment_mode", axes["deployment_mode"], "s3_auth", "keyless") in matrix.uncovered_pairs(
+        [keyless], matrix.AXES)
+    s3 = matrix.RenderSpec("y", ("llamacpp",), ("s3",), {**axes, "s3_auth": "keyless"},
+                           [matrix.Cell(("llamacpp",), ("cpu", "s3"))])
+    assert matrix.effective_axes(s3)["s3_auth"] == "keyless"
 
 
 def test_the_coverage_model_matches_what_renders(tmp_path):
     """effective_axes (what the plan counts) against rendered_features (what the files show), on the render
     that carries every feature."""
-    spec = next(s for s in RENDERS if s.axes["inference_pool_api"] == "v1alpha2" and
-                s.axes["deployment_mode"] == "Knative" and "inference-pool" in {c for cell in s.cells for c in cell.components})
+    spec = next(s for s in RENDERS if len(matrix.effective_axes(s)) == len(matrix.AXES))
     repo = render.render(tmp_path / "repo", spec.answers())
     assert matrix.rendered_features(repo) == matrix.effective_axes(spec)
 
