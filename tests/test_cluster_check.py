@@ -49,6 +49,8 @@ def test_default_repo_standard_mode_is_admitted_reconciled_and_scheduled(tmp_pat
     gpu_model = models["gpu/qwen25-1-5b"]
     assert gpu_model.mode == "Standard" and gpu_model.workload == "Deployment qwen25-1-5b-predictor"
     assert gpu_model.nodes and all(n.startswith("gpu-node-") for n in gpu_model.nodes)
+    # a GPU model rolls out by Recreate (no surge pod waiting for a GPU that is not there): KServe keeps it
+    assert gpu_model.details["strategy"] == {"type": "Recreate"}
     assert all(n.startswith("cpu-node-") for n in models["cpu/qwen3-4b"].nodes)
     assert models["gpu/qwen25-0-5b-gguf"].nodes and not models["gpu/qwen25-0-5b-gguf"].problems
 
@@ -95,6 +97,15 @@ def test_denial_unschedulable_and_missing_toleration_are_reported(tmp_path):
     assert not untolerated.admitted and untolerated.reconciled == ""
     assert "untolerated taint" in untolerated.scheduled
     assert "no toleration for taint nvidia.com/gpu=present:NoSchedule of gpu-node-1, gpu-node-2" in untolerated.scheduled
+
+
+def test_previous_kserve_release_runs_its_own_manager(tmp_path):
+    """kserve_version v0.19: that release's manager, CRDs, ConfigMap and runtimes."""
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "kserve_version": "v0.19"})
+    report, models = check(repo)
+    assert report.ok, report.summary()
+    assert {e.tag for e in report.environments} == {"v0.19.0"}
+    assert models["gpu/qwen25-1-5b"].nodes
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yml")))

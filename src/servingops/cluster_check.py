@@ -60,14 +60,19 @@ def shared_kserve_dir() -> Path:
 
 
 def release_tag(answers: dict) -> str:
-    """The KServe release a generated repo targets: its kserve_version answer (a minor such as v0.20, or a tag),
-    resolved to the pinned manager release; v0.20 when the repo predates the question."""
-    wanted = str(answers.get("kserve_version") or "v0.20")
-    pins = kserve_build.manager_pins()
-    for tag in sorted(pins, reverse=True):
-        if tag == wanted or tag.startswith(wanted.rstrip(".") + "."):
-            return tag
-    raise InputError(f"kserve_version {wanted}: cluster-check has KServe's manager for {', '.join(sorted(pins))} only")
+    """The KServe release tag a generated repo targets: its kserve_version answer looked up in the release table
+    (overlays-catalog/releases.yml). A repo from before the question (template v0.1.0) targets v0.16."""
+    releases = render.catalog("releases")
+    key = str(answers.get("kserve_version") or "v0.16")
+    if key not in releases["kserve"]:
+        raise InputError(f"kserve_version {key!r} is not in overlays-catalog/releases.yml: choose one of "
+                         f"{', '.join(releases['kserve'])} (`copier update -d kserve_version=...`)")
+    tag = releases["kserve"][key]["tag"]
+    if tag not in kserve_build.manager_pins():
+        raise InputError(f"kserve_version {key}: cluster-check runs KServe's manager of "
+                         f"{', '.join(sorted(kserve_build.manager_pins()))} only, not {tag}: "
+                         f"check with `copier update -d kserve_version={releases['default']}`")
+    return tag
 
 
 def render_overlay(folder: Path) -> list[dict]:

@@ -71,7 +71,8 @@ def storage_model(component: str, runtime: str) -> dict[str, Any]:
         if model["runtime"] == runtime and model_storage(model) == storage:
             return {"catalog": model["name"]}
     sample = next(m for m in MODELS if m["runtime"] == runtime and m.get("sample"))
-    custom = {k: v for k, v in sample.items() if k not in ("title", "sample")}
+    # (The catalog's HuggingFace revision pins its hf:// source; a copy moved to s3:// drops it.)
+    custom = {k: v for k, v in sample.items() if k not in ("title", "sample") and not (k == "revision" and storage == "s3")}
     custom["name"] = f"{sample['name'][:38]}-{component}"
     if storage == "s3":
         custom["storageUri"] = f"s3://models/{sample['name']}" + (f"/{sample['file']}" if sample.get("file") else "")
@@ -280,7 +281,7 @@ def effective_axes(spec: RenderSpec) -> dict[str, Any]:
     `rendered_features` reads the same from the generated files, and the matrix checks that the two agree."""
     components = {c for cell in spec.cells for c in cell.components}
     axes = spec.axes
-    effective = {name: axes[name] for name in ("gitops_engine", "deployment_mode", "priority_classes")}
+    effective = {name: axes[name] for name in ("gitops_engine", "deployment_mode", "priority_classes") if name in axes}
     if "inference-pool" in components:
         pool_api = releases.release(axes.get(RELEASE_AXIS) or releases.default_version())["inference_pool_api"]
         effective["inference_pool_api"] = pool_api.split("/")[1]
@@ -321,7 +322,7 @@ def rendered_features(repo: Path) -> dict[str, Any]:
         accounts = sorted({line.split(":", 1)[1].strip() for f in repo.glob("clusters/flux/*/*/platform.yaml")
                            for line in f.read_text().splitlines() if line.strip().startswith("serviceAccountName:")})
         features["flux_service_account"] = accounts[0] if accounts else ""
-    return features
+    return {name: value for name, value in features.items() if name in AXES or name in DERIVED_AXES}
 
 
 def uncovered_pairs(renders: Sequence[RenderSpec], axes: dict[str, list[Any]]) -> set[tuple[str, Any, str, Any]]:
