@@ -156,6 +156,8 @@ PLAIN: dict[str, str] = {
 }
 # Where a value is used, when that is not a YAML scalar equal to it.
 USED_AS: dict[str, Callable[[str], str]] = {
+    # The bucket of the catalog's S3 model (profile S3: qwen-7b-gguf).
+    "s3_bucket": lambda v: f"s3://{v}/qwen2.5-7b-instruct-q4_k_m.gguf",
 }
 USED_IN_TEXT: dict[str, tuple[str, Callable[[str], str]]] = {
     "kubernetes_version": ("Makefile", lambda v: f"\nKUBERNETES_VERSION ?= {v}\n"),
@@ -203,7 +205,8 @@ TARGETS: list[Target] = [question_target(name) for name in FREE_TEXT] + [
     model_target("storageUri", "vllm", lambda v: {"storageUri": v}, plain="hf://org/plain-model"),
     model_target("storageUri-s3", "vllm", lambda v: {"storageUri": f"s3://models/{v}"}, lambda v: f"s3://models/{v}"),
     model_target("storageUri-pvc", "vllm", lambda v: {"storageUri": f"pvc://claim/{v}"}, lambda v: f"pvc://claim/{v}"),
-    model_target("file", "llamacpp", lambda v: {"file": v}, lambda v: f"/mnt/models/{v}", plain="plain.gguf"),
+    # An hf:// GGUF: llama-server fetches the one file itself (--hf-file <file>).
+    model_target("file", "llamacpp", lambda v: {"file": v}, lambda v: v, plain="plain.gguf"),
     model_target("modelTag", "ollama", lambda v: {"modelTag": v}, plain="llama3.1:8b"),
     model_target("args", "vllm", lambda v: {"args": [v]}),
     model_target("env-value", "vllm", lambda v: {"env": {"FUZZ": v}}),

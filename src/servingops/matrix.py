@@ -316,8 +316,8 @@ def rendered_features(repo: Path) -> dict[str, Any]:
         features["secrets_provider"] = "sops"
     elif (repo / "secrets").is_dir():
         features["secrets_provider"] = "sealed-secrets"
-    elif (repo / ".servingops.yaml").is_file() and "externalSecrets:" in (repo / ".servingops.yaml").read_text():
-        features["secrets_provider"] = "manual"
+    elif ((yaml.safe_load((repo / ".servingops.yaml").read_text()) or {}).get("lint") or {}).get("externalSecrets"):
+        features["secrets_provider"] = "manual"  # secrets the repo references but never holds
     if flux:
         accounts = sorted({line.split(":", 1)[1].strip() for f in repo.glob("clusters/flux/*/*/platform.yaml")
                            for line in f.read_text().splitlines() if line.strip().startswith("serviceAccountName:")})
@@ -425,8 +425,9 @@ def rejections() -> list[Rejection]:
             "environments": [{"name": "gpu", "cluster": "gpu", "components": ["gpu", "gated-hf"]}]}
     for engine in AXES["gitops_engine"]:
         if not axis_pair_allowed("secrets_provider", "sops", "gitops_engine", engine):
-            out.append(Rejection(f"sops/{engine}", {**sops, "gitops_engine": engine}, "gitops_engine",
-                                 "SOPS needs Flux", [["sops", "Flux"]]))
+            # Refused by the sops choice's own validator (gitops_engine is asked first).
+            out.append(Rejection(f"sops/{engine}", {**sops, "gitops_engine": engine}, "secrets_provider",
+                                 "SOPS needs Flux", [["gitops_engine", "flux", "SOPS"]]))
     return out
 
 
@@ -509,7 +510,9 @@ def _reject_one(template: str, answers: dict[str, Any], question: str, expect: l
         except ValueError as exc:
             message = str(exc)
             written = dst.exists()
-            ok = f"question '{question}'" in message and "\n" not in message and not written
+            # copier names the question ("question 'X'"), or the answer for a choice's own validator ("for 'X'")
+            named = f"question '{question}'" in message or f"Invalid choice for '{question}'" in message
+            ok = named and "\n" not in message and not written
             ok = ok and any(all(word in message for word in reason) for reason in expect)
             return ok, message + (" (and the destination was written)" if written else "")
         return False, "copier accepted the answers"
