@@ -31,6 +31,8 @@ from .kubeapi import ApiError
 from .tools import PROJECT_ROOT
 from .build import YAML_LOADER, kustomize_build
 
+# How long a Warning event must stand, with no workload made, before it is KServe's verdict.
+WARNING_GRACE = 15.0
 RECONCILE_TIMEOUT = 60.0
 SCHEDULE_TIMEOUT = 30.0
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
@@ -483,9 +485,18 @@ def _reconcile_and_schedule(box: ClusterBox, isvc: dict, namespace: str, model: 
     else:
         kind, api_version = "Knative Service", "serving.knative.dev/v1"
 
+    first_warning: list[float] = []
+
     def made_or_refused():
         found = client.get(api_version, kind.split()[-1], workload_name, namespace)
-        return found or _warning_events(client, "InferenceService", name, namespace)
+        if found:
+            return found
+        # A refusal counts once it outlasts KServe's retries: its informer may not have seen a runtime applied
+        # a moment earlier ("No ServingRuntimes ... with the name"), and it requeues until it has.
+        warning = _warning_events(client, "InferenceService", name, namespace)
+        if warning and not first_warning:
+            first_warning.append(time.monotonic())
+        return warning if warning and time.monotonic() - first_warning[0] >= WARNING_GRACE else None
 
     outcome = _wait_for(made_or_refused, RECONCILE_TIMEOUT, box)
     workload = outcome if isinstance(outcome, dict) else None
