@@ -22,3 +22,17 @@ def write(folder: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
+
+
+def child_pids(pid: int) -> set[int]:
+    """Direct children of `pid`, read from /proc (the processes a check starts may run in their own sessions,
+    but keep their parent): what an interrupted run must leave behind is none of them."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from servingops import apiserver, controlplane, releases, render, schemas
+from conftest import child_pids
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import ERROR, INVALID, VALID, kustomize_build, server_crd_sources, validate
 
@@ -159,18 +160,6 @@ def test_api_serves_crds_applies_for_real_and_a_snapshot_skips_the_install(plane
         status, _ = server.request("GET", "/apis/inference.networking.k8s.io/v1/namespaces/team/inferencepools/p")
         assert status == 404
     assert len(messages) == 1  # no second install
-
-
-def child_pids(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
 
 
 def alive(pid: int) -> bool:

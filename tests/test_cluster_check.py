@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import child_pids
 from servingops import cluster_check, render
 from servingops.tools import PROJECT_ROOT
 
@@ -122,30 +123,17 @@ def test_default_repo_knative_mode(tmp_path):
     assert models["gpu/qwen25-1-5b"].workload == "Knative Service qwen25-1-5b-predictor"
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (the box's processes run in their own sessions, but keep their parent)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def test_ctrl_c_stops_every_process(tmp_path):
     """Ctrl-C (SIGINT to the foreground process group) while the box runs: every process it started is gone."""
     repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "catalog_models": ["qwen3-4b"],
                                              "environments": [{"name": "cpu", "cluster": "in-cluster", "components": ["cpu"]}]})
     proc = subprocess.Popen([sys.executable, "-m", "servingops", "cluster-check", str(repo)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    started: list[int] = []
+    started: set[int] = set()
     try:
         for line in proc.stdout:
             if "cluster up" in line:
-                started = _children(proc.pid)
+                started = child_pids(proc.pid)
                 break
         assert len(started) >= 4, "kube-apiserver, KServe's manager, kube-controller-manager, kube-scheduler"
         os.killpg(proc.pid, signal.SIGINT)
