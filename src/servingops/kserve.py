@@ -4,8 +4,8 @@
   read from ../shared/kserve/<tag>/runtimes beside this checkout (else the pinned upstream files, fetched once
   into .cache/upstream: schemas.release_files_root), or from $SERVINGOPS_KSERVE_RUNTIMES (a folder of that
   release's config/runtimes files). overlays-catalog/releases.yml summarises them (releases.shipped_runtimes).
-- `BLOCKED_ENV_VARS`: the environment variables KServe's admission webhooks refuse in runtime and
-  InferenceService containers (pkg/validation/env_policy.go, DefaultBlockedEnvVars; added in v0.19).
+- `blocked_env_vars(tag)`: the environment variables KServe's admission webhooks refuse in runtime and
+  InferenceService containers (releases.yml `blocked_env_vars`, from pkg/validation/env_policy.go).
 - `repo_release(root)`: the release tag a generated repo targets (its kserve_version in releases.yml).
 """
 
@@ -19,13 +19,6 @@ import yaml
 
 from . import releases, schemas
 from .errors import InputError, SchemaError
-
-BLOCKED_ENV_VARS: dict[str, tuple[str, ...]] = {
-    "v0.16.0": (),
-    "v0.19.0": ("PYTHONPATH",),
-    "v0.20.0": ("PYTHONPATH",),
-}
-
 
 def repo_release(root: Path | None) -> str:
     """The KServe release tag a generated repo targets: its recorded kserve_version (overlays-catalog/releases.yml),
@@ -64,6 +57,8 @@ def shipped_runtimes(tag: str) -> tuple[dict, ...]:
 
 
 def blocked_env_vars(tag: str) -> tuple[str, ...]:
-    if tag not in BLOCKED_ENV_VARS:
-        raise InputError(f"KServe release {tag} is unknown: use one of {', '.join(BLOCKED_ENV_VARS)}")
-    return BLOCKED_ENV_VARS[tag]
+    rows = releases.table()["kserve"].values()
+    row = next((row for row in rows if row["tag"] == tag), None)
+    if row is None:
+        raise InputError(f"KServe release {tag} is unknown: use one of {', '.join(r['tag'] for r in rows)}")
+    return tuple(row["blocked_env_vars"])
