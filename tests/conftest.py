@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from servingops import schemas
+from servingops import render, schemas
+from servingops.build import kustomize_build, split_documents
 from servingops.tools import PROJECT_ROOT
 
 
@@ -14,6 +15,27 @@ from servingops.tools import PROJECT_ROOT
 def store() -> schemas.Store:
     """The schema store every validation test uses (built once; rebuilt only when its inputs change)."""
     return schemas.build_store(PROJECT_ROOT / ".cache" / "schemas")
+
+
+@pytest.fixture(scope="module")
+def template():
+    """One snapshot of the template's working tree per test module: its renders share the compiled template."""
+    with render.template_snapshot() as snapshot:
+        yield snapshot
+
+
+def copy_repo(template: Path, dst: Path, data: dict) -> Path:
+    """`copier copy` of the snapshot with these answers (the others default) into dst."""
+    return render.render(dst, data, template=template, vcs_ref=None)
+
+
+def built_docs(repo: Path) -> list[dict]:
+    """Every document `kustomize build` makes of each environment's platform and models layers."""
+    docs = []
+    for env in sorted((repo / "environments").iterdir()):
+        for layer in ("platform", "models"):
+            docs += [d for d, _ in split_documents(kustomize_build(env / layer))]
+    return docs
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:

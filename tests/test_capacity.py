@@ -21,8 +21,8 @@ import pytest
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
+from conftest import built_docs, copy_repo
 from servingops import capacity, lint, render
-from servingops.build import kustomize_build, split_documents
 from servingops.tools import PROJECT_ROOT
 
 MODELS = render.catalog("models")["models"]
@@ -72,27 +72,9 @@ def test_quantities_and_ephemeral_storage_agree():
 
 
 @pytest.fixture(scope="module")
-def template():
-    with render.template_snapshot() as snapshot:
-        yield snapshot
-
-
-def copy_repo(template: Path, dst: Path, data: dict) -> Path:
-    return render.render(dst, data, template=template, vcs_ref=None)
-
-
-@pytest.fixture(scope="module")
 def gguf_repo(template, tmp_path_factory) -> Path:
     """The llama.cpp defaults (qwen25-0-5b-gguf from HuggingFace)."""
     return copy_repo(template, tmp_path_factory.mktemp("gguf") / "repo", {"runtimes": ["llamacpp"]})
-
-
-def built_isvcs(repo: Path) -> list[dict]:
-    docs = []
-    for env in sorted((repo / "environments").iterdir()):
-        for layer in ("platform", "models"):
-            docs += [d for d, _ in split_documents(kustomize_build(env / layer))]
-    return docs
 
 
 def lint_docs(docs: list[dict]) -> list[lint.Finding]:
@@ -120,7 +102,7 @@ def test_copier_and_lint_draw_the_line_at_the_same_mib(model, template, tmp_path
     if model["storageUri"].startswith("s3://") if "storageUri" in model else False:
         answers["s3_auth"] = "keyless"
     repo = copy_repo(template, tmp_path / "fits", {**answers, "custom_models": [custom(model, needed)]})
-    docs = built_isvcs(repo)
+    docs = built_docs(repo)
     assert lint_docs(docs) == []
     with pytest.raises(ValueError, match=rf"needs {needed} MiB .* \({needed - 1} MiB\)"):
         copy_repo(template, tmp_path / "short", {**answers, "custom_models": [custom(model, needed - 1)]})
@@ -142,7 +124,7 @@ def test_gpu_product_too_small_is_refused_by_copier_and_flagged_by_lint(template
     with pytest.raises(ValueError, match=rf"gpu_product.*models\[llama-70b\]\.gpus: needs {result['need']} MiB per GPU"):
         copy_repo(template, tmp_path / "a100-40", {**answers, "gpu_product": "NVIDIA-A100-SXM4-40GB"})
     repo = copy_repo(template, tmp_path / "h100", {**answers, "gpu_product": "NVIDIA-H100-80GB-HBM3"})
-    docs = built_isvcs(repo)
+    docs = built_docs(repo)
     assert lint_docs(docs) == []
     for doc in docs:
         if doc.get("kind") == "InferenceService":
@@ -157,7 +139,7 @@ def test_todays_defaults_are_refused(template, gguf_repo, tmp_path):
     former = custom(qwen3, 12288)
     with pytest.raises(ValueError, match=r"needs 12619 MiB .*memory limit is 12288Mi"):
         copy_repo(template, tmp_path / "qwen3", {"runtimes": ["ollama"], "catalog_models": [], "custom_models": [former]})
-    docs = built_isvcs(gguf_repo)
+    docs = built_docs(gguf_repo)
     assert lint_docs(docs) == []
     for doc in docs:  # the runtime as generated before: no --cache-ram, so llama.cpp's 8192 MiB default applies
         if doc.get("kind") == "ClusterServingRuntime":
@@ -170,7 +152,7 @@ def test_todays_defaults_are_refused(template, gguf_repo, tmp_path):
 
 
 def test_hf_gguf_fetches_one_file_and_requests_disk(gguf_repo):
-    isvc = next(d for d in built_isvcs(gguf_repo) if d.get("kind") == "InferenceService")
+    isvc = next(d for d in built_docs(gguf_repo) if d.get("kind") == "InferenceService")
     model = isvc["spec"]["predictor"]["model"]
     # KServe's hf:// storage initializer downloads the whole repo (every quantisation): llama-server fetches one file.
     assert "storageUri" not in model
@@ -199,7 +181,7 @@ def test_pinned_hf_gguf_fetches_that_commits_file(template, tmp_path):
     assert MODELS[3]["name"] == "qwen25-0-5b-gguf"
     repo = copy_repo(template, tmp_path / "repo", {"runtimes": ["llamacpp"], "catalog_models": [],
                                                    "custom_models": [model]})
-    isvc = next(d for d in built_isvcs(repo) if d.get("kind") == "InferenceService")
+    isvc = next(d for d in built_docs(repo) if d.get("kind") == "InferenceService")
     assert isvc["spec"]["predictor"]["model"]["args"][:2] == [
         "--model-url", "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/9217f5d/qwen2.5-0.5b-instruct-q4_k_m.gguf"]
-    assert lint_docs(built_isvcs(repo)) == []
+    assert lint_docs(built_docs(repo)) == []

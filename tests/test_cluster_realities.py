@@ -17,26 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import render
-from servingops.build import kustomize_build, split_documents
-
-
-@pytest.fixture(scope="module")
-def template():
-    with render.template_snapshot() as snapshot:
-        yield snapshot
-
-
-def copy_repo(template: Path, dst: Path, data: dict) -> Path:
-    return render.render(dst, data, template=template, vcs_ref=None)
-
-
-def built(repo: Path) -> list[dict]:
-    docs = []
-    for env in sorted((repo / "environments").iterdir()):
-        for layer in ("platform", "models"):
-            docs += [d for d, _ in split_documents(kustomize_build(env / layer))]
-    return docs
+from conftest import built_docs, copy_repo
 
 
 def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -46,7 +27,7 @@ def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def standard(template, tmp_path_factory) -> list[dict]:
     """Standard mode, every runtime's sample models plus the Ollama GPU model."""
-    return built(copy_repo(template, tmp_path_factory.mktemp("standard") / "repo", {
+    return built_docs(copy_repo(template, tmp_path_factory.mktemp("standard") / "repo", {
         "deployment_mode": "Standard", "catalog_models": ["qwen25-1-5b", "qwen3-4b", "llama-8b-gpu", "qwen25-0-5b-gguf"],
     }))
 
@@ -71,14 +52,14 @@ def test_standard_gpu_models_roll_out_with_recreate(standard):
 
 
 def test_large_gpu_models_do_not_scale_to_zero(knative):
-    isvcs = of_kind(built(knative), "InferenceService")
+    isvcs = of_kind(built_docs(knative), "InferenceService")
     assert isvcs["llama-70b"]["spec"]["predictor"]["minReplicas"] == 1
     assert isvcs["qwen25-1-5b"]["spec"]["predictor"]["minReplicas"] == 0
 
 
 def test_flux_waits_for_the_longest_progress_deadline(knative, template, tmp_path):
     models = yaml.safe_load((knative / "clusters/flux/gpu/llm-serving/models.yaml").read_text())
-    deadline = of_kind(built(knative), "InferenceService")["llama-70b"]["metadata"]["annotations"][
+    deadline = of_kind(built_docs(knative), "InferenceService")["llama-70b"]["metadata"]["annotations"][
         "serving.knative.dev/progress-deadline"]
     assert (deadline, models["spec"]["timeout"]) == ("60m", "60m")
     with pytest.raises(ValueError, match=r"sync_timeout: 30m is shorter than models\[llama-70b\].progressDeadline 60m"):
@@ -92,7 +73,7 @@ def test_podmonitor_carries_the_kube_prometheus_stack_label(standard):
 
 
 def test_model_pods_mount_no_service_account_token(knative, standard):
-    docs = built(knative) + standard
+    docs = built_docs(knative) + standard
     accounts = of_kind(docs, "ServiceAccount")
     used = {d["spec"]["predictor"].get("serviceAccountName") for d in docs if d.get("kind") == "InferenceService"}
     assert used - {None} == {"hf-model-sa", "s3-model-sa"}
