@@ -178,6 +178,7 @@ def imported_repo(tmp_path_factory):
     return get
 
 
+@pytest.mark.renders
 @pytest.mark.parametrize("name", SEED_EXAMPLES)
 def test_imported_data_file_renders_with_copier_and_validates(imported_repo, name):
     answers_file, repo = imported_repo(name)
@@ -240,18 +241,23 @@ def test_full_values_file_sets_every_key(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
+def full_answers(tmp_path_factory):
     values = tmp_path_factory.mktemp("full") / "values.yaml"
     values.write_text(FULL_VALUES)
-    answers = helm_import.import_file(values, values.with_name("answers.yml"), namespace="models")
+    return values, helm_import.import_file(values, values.with_name("answers.yml"), namespace="models")
+
+
+@pytest.fixture(scope="module")
+def full(full_answers):
+    values, answers = full_answers
     repo = render.render(values.with_name("repo"), answers)
     docs = [d for layer in ("platform", "models") for d in
             yaml.safe_load_all(kustomize_build(repo / "environments" / "gpu" / layer)) if d]
     return answers, repo, {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
-def test_full_values_answers(full):
-    answers, _, _ = full
+def test_full_values_answers(full_answers):
+    _, answers = full_answers
     pins = releases.runtime_pins("v0.16")
     assert answers["runtimes"] == ["vllm", "llamacpp", "ollama"]
     # The chart's vLLM tag is KServe v0.16's huggingfaceserver: the repo targets v0.16 and follows its pin.
@@ -274,6 +280,7 @@ def test_full_values_answers(full):
     assert (answers["s3_endpoint"], answers["s3_use_https"]) == ("minio.minio.svc:9000", False)
 
 
+@pytest.mark.renders
 def test_full_values_render_validate_and_reach_the_manifests(full):
     _, repo, docs = full
     report = validate([repo])
@@ -520,6 +527,7 @@ def test_every_refused_key_is_reported_at_once(tmp_path):
     assert not (tmp_path / "answers.yml").exists()
 
 
+@pytest.mark.renders
 def test_the_summary_names_the_placeholders_the_next_step_fills(tmp_path):
     result = cli("import-helm-values", str(HELM_VALUES / "llama-70b.yaml"), "-o", str(tmp_path / "answers.yml"))
     assert result.returncode == 0, result.stderr

@@ -262,6 +262,7 @@ EVERY_RUNTIME = {
 }
 
 
+@pytest.mark.renders
 @pytest.mark.parametrize("answers", [
     {},
     {**EVERY_RUNTIME, "secrets_provider": "manual"},
@@ -361,6 +362,7 @@ def test_runtime_priority_collision_follows_the_webhook(new, existing, collides)
     assert bool(lint._priority_collision(existing, new)) is collides
 
 
+@pytest.mark.renders
 @pytest.mark.parametrize("release", [lint.kserve.releases.release(v)["tag"] for v in lint.kserve.releases.versions()])
 def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release):
     # Every runtime the template can generate, next to what each supported KServe release installs.
@@ -394,6 +396,7 @@ def test_forwarded_path_follows_gateway_api_matching(path, rules, forwarded):
 # --- ns-gateway-ingress: the NetworkPolicy follows gateway_implementation ---------------------------------------
 
 
+@pytest.mark.renders
 @pytest.mark.parametrize("answers, admitted, cidrs", [
     ({"gateway_implementation": "envoy-gateway"}, {"envoy-gateway-system", "knative-serving", "kourier-system"}, []),
     ({"gateway_implementation": "gke", "deployment_mode": "Standard"}, set(), ["130.211.0.0/22", "35.191.0.0/16"]),
