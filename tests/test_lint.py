@@ -388,9 +388,65 @@ def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release)
                            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}], "/openai/v1/models"),
     ("/v10/x", [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}]}], None),  # prefixes match segments
     ("/v1/x", [{}], "/v1/x"),  # no matches: every path
+    ("/v1/chat/completions", [{"filters": [  # the whole path replaced (mutation testing: `==` -> `<` survived)
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/chat"}}}]}],
+     "/chat"),
+    ("/v1/x", [{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {}}]}], "/v1/x"),
 ])
 def test_forwarded_path_follows_gateway_api_matching(path, rules, forwarded):
     assert lint._forwarded_path(path, rules) == forwarded
+
+
+@pytest.mark.parametrize("value, prefix", [
+    (None, "/openai"),  # huggingfaceserver's default
+    ("", ""),  # at /v1
+    ("custom/", "/custom"),  # one leading slash, none trailing, whatever the user wrote
+    ("/a/b", "/a/b"),
+])
+def test_openai_prefix_follows_kserve_openai_route_prefix(value, prefix):
+    good = FIXTURES / "route-openai-path" / "good"
+    docs = [lint.Resource(display_path(good), d) for d, _ in split_documents(kustomize_build(good))]
+    [runtime] = [d for d in docs if d.kind == "ClusterServingRuntime" and d.name == "kserve-vllm"]
+    runtime.obj["spec"]["containers"][0]["env"] = (
+        [] if value is None else [{"name": "KSERVE_OPENAI_ROUTE_PREFIX", "value": value}])
+    env = lint.Environment(docs, lint.Settings())
+    [pod] = [p for p in env.pods() if p.res.name == "qwen" and p.component == "predictor"]
+    assert lint._openai_prefix(env, pod) == prefix
+
+
+NAME = "kubernetes.io/metadata.name"
+
+
+@pytest.mark.parametrize("selector, matches", [
+    ({}, True),
+    ({"matchLabels": {NAME: "llm"}}, True),
+    ({"matchLabels": {NAME: "other"}}, False),
+    ({"matchExpressions": [{"key": NAME, "operator": "In", "values": ["llm", "x"]}]}, True),
+    ({"matchExpressions": [{"key": NAME, "operator": "In", "values": ["other"]}]}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "In", "values": ["llm"]}]}, False),
+    ({"matchExpressions": [{"key": NAME, "operator": "NotIn", "values": ["other"]}]}, True),
+    ({"matchExpressions": [{"key": NAME, "operator": "NotIn", "values": ["llm"]}]}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["llm"]}]}, True),
+    ({"matchExpressions": [{"key": NAME, "operator": "Exists"}]}, True),
+    ({"matchExpressions": [{"key": "team", "operator": "Exists"}]}, False),
+    ({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}, True),
+    ({"matchExpressions": [{"key": NAME, "operator": "DoesNotExist"}]}, False),
+    ("not a mapping", False),
+])
+def test_namespace_selectors_match_as_kubernetes_matches_them(selector, matches):
+    # A label selector (In, NotIn, Exists, DoesNotExist) against a namespace known only by its name label.
+    assert lint._selector_matches(selector, {NAME: "llm"}) is matches
+
+
+@pytest.mark.parametrize("args, value", [
+    (["--backend=vllm"], "vllm"),
+    (["--backend", "vllm"], "vllm"),
+    (["--backend=a", "--backend", "b"], "b"),  # the last one wins
+    (["--backend"], None),  # a flag with no value after it
+    (["--backend-x=1"], None),
+])
+def test_flag_reads_both_spellings(args, value):
+    assert lint._flag(args, "--backend") == value
 
 
 # --- ns-gateway-ingress: the NetworkPolicy follows gateway_implementation ---------------------------------------
