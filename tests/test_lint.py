@@ -513,3 +513,95 @@ def test_a_sops_file_with_every_value_encrypted_is_clean_and_one_plain_value_is_
     findings = lint.lint_paths([folder]).findings
     assert findings and {f.rule for f in findings} == {"secret-plaintext"}
     assert all("stringData.PLAIN in plain text" in f.message for f in findings)
+
+
+# --- rule details, on a fixture's built documents (each written for a mutant that survived `make mutation`) --
+
+
+def built(rule: str, which: str = "good") -> list[lint.Resource]:
+    folder = FIXTURES / rule / which
+    return [lint.Resource(display_path(folder), d) for d, _ in split_documents(kustomize_build(folder))]
+
+
+def resource(docs: list[lint.Resource], kind: str, name: str) -> lint.Resource:
+    return next(d for d in docs if d.kind == kind and d.name == name)
+
+
+def predictor(env: lint.Environment, name: str) -> lint.Pod:
+    return next(p for p in env.pods() if p.res.name == name and p.component == "predictor")
+
+
+@pytest.mark.parametrize("model, fmt, args, settings", [
+    ("tiny", "gguf", ["--ctx-size", "8192", "--cache-ram=512"], ("llamacpp", 8192)),
+    ("tiny", "gguf", [], None),  # --ctx-size 0: the model's own context, unknown here
+    ("tiny", "ollama", [], ("ollama", 4096)),  # Ollama's default context (overlays-catalog/capacity.yml)
+    ("qwen", "huggingface", ["--max-model-len=1"], ("vllm", 1)),
+    ("qwen", "huggingface", ["--max-model-len=0"], None),  # vLLM takes the model's own maximum
+    ("qwen", "huggingface", [], None),
+])
+def test_capacity_reads_each_runtimes_settings(model, fmt, args, settings):
+    docs = built("capacity")
+    spec = resource(docs, "InferenceService", model).obj["spec"]["predictor"]["model"]
+    spec["modelFormat"]["name"], spec["args"] = fmt, args
+    env = lint.Environment(docs, lint.Settings())
+    found = lint._capacity_settings(env, predictor(env, model))
+    assert (found and (found.runtime, found.ctx)) == settings
+
+
+def test_capacity_findings_name_the_limit_and_the_request_to_set():
+    docs = built("capacity", "bad")
+    spec = resource(docs, "InferenceService", "tiny").obj["spec"]["predictor"]["model"]
+    spec["resources"]["requests"]["ephemeral-storage"] = "100Mi"
+    messages = sorted(f.message for f in lint.capacity_rule(lint.Environment(docs, lint.Settings())))
+    assert [m.rsplit(": ", 1)[1] for m in messages] == [
+        "request 1Gi", "raise the limit to 10Gi or lower the context or cache"], messages  # 9269 MiB, rounded up
+    assert "requests 100 MiB of ephemeral-storage" in messages[0]
+
+
+@pytest.mark.parametrize("args, flagged", [
+    (["--tensor-parallel-size=4"], False),  # the good fixture's qwen has 4 GPUs
+    (["--tensor-parallel-size=8"], True),  # more GPUs than the pod gets: vLLM fails to start
+    (["--tensor-parallel-size=2", "--pipeline-parallel-size=2"], False),
+    (["--tensor-parallel-size=2"], True),
+])
+def test_tensor_parallel_must_equal_the_gpus(args, flagged):
+    docs = built("gpu-tensor-parallel")
+    resource(docs, "InferenceService", "qwen").obj["spec"]["predictor"]["model"]["args"] = args
+    found = list(lint.gpu_tensor_parallel(lint.Environment(docs, lint.Settings())))
+    assert bool(found) is flagged
+
+
+def test_namespaces_match_when_equal_or_unset():
+    assert lint._same_ns("llm", "llm") and lint._same_ns("", "llm") and lint._same_ns("llm", "")
+    assert not lint._same_ns("llm", "other")
+
+
+def test_an_inference_service_of_another_api_group_is_not_kserves():
+    docs = built("capacity")
+    isvc = resource(docs, "InferenceService", "qwen")
+    isvc.obj["apiVersion"] = "ai.example.com/v1"  # sorts before serving.kserve.io
+    assert "qwen" not in {p.res.name for p in lint.Environment(docs, lint.Settings()).pods()}
+
+
+def test_the_openai_prefix_comes_from_the_kserve_container_only():
+    docs = built("route-openai-path")
+    runtime = resource(docs, "ClusterServingRuntime", "kserve-vllm").obj["spec"]
+    runtime["containers"].insert(0, {"name": "sidecar", "image": "x:1",
+                                     "env": [{"name": "KSERVE_OPENAI_ROUTE_PREFIX", "value": "/wrong"}]})
+    env = lint.Environment(docs, lint.Settings())
+    assert lint._openai_prefix(env, predictor(env, "qwen")) == ""  # the kserve-container's, not the sidecar's
+
+
+def test_a_pool_reached_by_two_routes_is_reported_on_the_first():
+    docs = built("route-openai-path", "bad")
+    route = resource(docs, "HTTPRoute", "qwen")
+    docs.append(lint.Resource(route.overlay, {**route.obj, "metadata": {**route.obj["metadata"], "name": "qwen-b"}}))
+    found = list(lint.route_openai_path(lint.Environment(docs, lint.Settings())))
+    assert [f.resource for f in found] == ["HTTPRoute llm/qwen"]
+
+
+@pytest.mark.parametrize("priorities, differs", [
+    ((1, 2), "huggingface"), ((2, 1), "huggingface"), ((2, 2), None), ((2, None), None)])
+def test_one_runtime_giving_a_format_two_priorities(priorities, differs):
+    spec = {"supportedModelFormats": [{"name": "huggingface", "autoSelect": True, "priority": p} for p in priorities]}
+    assert lint._priority_differs(spec) == differs
