@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -434,8 +435,9 @@ NAME = "kubernetes.io/metadata.name"
     ("not a mapping", False),
 ])
 def test_namespace_selectors_match_as_kubernetes_matches_them(selector, matches):
-    # A label selector (In, NotIn, Exists, DoesNotExist) against a namespace known only by its name label.
-    assert lint._selector_matches(selector, {NAME: "llm"}) is matches
+    # A label selector (In, NotIn, Exists, DoesNotExist) against a namespace known only by its name label. Read
+    # from YAML as lint reads it: its strings are not the interned constants of this file (an `is` would pass).
+    assert lint._selector_matches(yaml.safe_load(json.dumps(selector)), {NAME: "llm"}) is matches
 
 
 @pytest.mark.parametrize("args, value", [
@@ -576,11 +578,33 @@ def test_namespaces_match_when_equal_or_unset():
     assert not lint._same_ns("llm", "other")
 
 
-def test_an_inference_service_of_another_api_group_is_not_kserves():
+@pytest.mark.parametrize("api_version, kind", [
+    ("ai.example.com/v1", "InferenceService"),  # another group (sorts before serving.kserve.io)
+    ("serving.kserve.io/v1alpha1", "InferenceGraph"),  # KServe's, another kind (sorts before InferenceService)
+])
+def test_only_kserves_inference_services_are_model_pods(api_version, kind):
     docs = built("capacity")
     isvc = resource(docs, "InferenceService", "qwen")
-    isvc.obj["apiVersion"] = "ai.example.com/v1"  # sorts before serving.kserve.io
+    isvc.obj.update(apiVersion=api_version, kind=kind)
     assert "qwen" not in {p.res.name for p in lint.Environment(docs, lint.Settings()).pods()}
+
+
+def test_a_runtime_that_does_not_support_the_format_names_what_it_supports():
+    docs = built("ref-runtime")
+    resource(docs, "InferenceService", "qwen").obj["spec"]["predictor"]["model"]["modelFormat"]["name"] = "onnx"
+    [finding] = lint.ref_runtime(lint.Environment(docs, lint.Settings()))
+    assert "does not support model format onnx (it supports HuggingFace)" in finding.message
+
+
+@pytest.mark.parametrize("expression, avoids", [
+    ({"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}, True),
+    ({"key": "nvidia.com/gpu.present", "operator": "Exists"}, False),  # the opposite: GPU nodes only
+    ({"key": "kubernetes.io/arch", "operator": "DoesNotExist"}, False),
+])
+def test_the_cpu_placement_is_the_gpu_present_label_absent(expression, avoids):
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [expression]}]}}}
+    assert lint._avoids_gpus(types.SimpleNamespace(affinity=affinity)) is avoids
 
 
 def test_the_openai_prefix_comes_from_the_kserve_container_only():
