@@ -189,6 +189,21 @@ def test_flux_entry_points_group_the_same_way(tmp_path):
     assert report.ok and report.overlays == layers(*DEV, root=repo), report.failures()
 
 
+def test_flux_entry_points_decide_the_group_not_the_layout(tmp_path):
+    # Flux syncs only the models and platform layers here: the layout would have added secrets/dev.
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    shutil.rmtree(repo / "clusters" / "argocd")
+    flux = repo / "clusters" / "flux" / "dev"
+    flux.mkdir(parents=True)
+    (flux / "layers.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
+         "spec": {"interval": "10m", "path": f"./{path}", "prune": True,
+                  "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
+        for layer, path in zip(("models", "platform"), DEV)]))
+    assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV[:2])]
+
+
 def test_without_entry_points_the_environments_layout_groups(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo)
@@ -629,3 +644,16 @@ def test_a_pool_reached_by_two_routes_is_reported_on_the_first():
 def test_one_runtime_giving_a_format_two_priorities(priorities, differs):
     spec = {"supportedModelFormats": [{"name": "huggingface", "autoSelect": True, "priority": p} for p in priorities]}
     assert lint._priority_differs(spec) == differs
+
+
+def test_a_runtime_is_not_its_own_rival():
+    # The same runtime in two layers is one object to the webhook (an update); under another name it collides.
+    docs = built("runtime-admission")
+    vllm = resource(docs, "ClusterServingRuntime", "kserve-vllm")
+    twin = yaml.safe_load(yaml.safe_dump(vllm.obj))  # strings as YAML reads them, not shared with vllm's
+    same = lint.Environment(docs + [lint.Resource("other-layer", twin)], lint.Settings())
+    assert list(lint.runtime_admission(same)) == []
+    renamed = yaml.safe_load(yaml.safe_dump(vllm.obj))
+    renamed["metadata"]["name"] = "vllm-copy"
+    rival = lint.Environment(docs + [lint.Resource("other-layer", renamed)], lint.Settings())
+    assert [f.resource for f in lint.runtime_admission(rival)] == ["ClusterServingRuntime kserve-vllm"]
