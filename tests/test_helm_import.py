@@ -278,6 +278,7 @@ def test_full_values_answers(full_answers):
     assert answers["environments"] == [
         {"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "s3", "gated-hf", "inference-pool"]}]
     assert (answers["s3_endpoint"], answers["s3_use_https"]) == ("minio.minio.svc:9000", False)
+    assert (answers["s3_region"], answers["s3_secret_name"]) == ("eu-west-1", "minio-creds")
 
 
 @pytest.mark.renders
