@@ -528,6 +528,28 @@ def test_every_refused_key_is_reported_at_once(tmp_path):
     assert not (tmp_path / "answers.yml").exists()
 
 
+@pytest.mark.parametrize("provider, filled", [
+    ("external-secrets", {"repo_url", "eso_store_name", "eso_hf_token_key"}),  # llama-70b is gated
+    ("sealed-secrets", {"repo_url"}),
+    ("sops", {"repo_url"}),
+])
+def test_placeholders_follow_the_secrets_provider(tmp_path, provider, filled):
+    answers = helm_import.import_file(HELM_VALUES / "llama-70b.yaml", tmp_path / "answers.yml")
+    assert set(helm_import.placeholders_filled({**answers, "secrets_provider": provider})) == filled
+
+
+@pytest.mark.parametrize("value, ok", [
+    ([{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule", "tolerationSeconds": 60}],
+     True),  # every field a toleration has
+    ([{"key": "dedicated", "operator": "Exists"}], True),
+    ([{"key": "dedicated", "tolerance": "Exists"}], False),  # a field tolerations do not have
+    ([], True),
+    ({"key": "dedicated"}, False),
+])
+def test_tolerations_are_a_list_of_toleration_fields(value, ok):
+    assert helm_import._is_tolerations(value) is ok
+
+
 @pytest.mark.renders
 def test_the_summary_names_the_placeholders_the_next_step_fills(tmp_path):
     result = cli("import-helm-values", str(HELM_VALUES / "llama-70b.yaml"), "-o", str(tmp_path / "answers.yml"))
