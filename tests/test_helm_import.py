@@ -457,6 +457,8 @@ REFUSALS = {
     "vLLM without GPU": ({"inferenceService": {"enabled": True, "gpu": 0, "tensorParallelSize": 0}},
                          "inferenceService.gpu: vLLM runs on 1 to 8 GPUs"),
     "model name": ({"inferenceService": {"enabled": True, "name": "Llama_70B"}}, "inferenceService.name: 'Llama_70B'"),
+    "model name of 46 characters": ({"inferenceService": {"enabled": True, "name": "m" * 46}},
+                                    f"inferenceService.name: '{'m' * 46}' is not a model name: use at most 45"),
     "model name with a trailing dash": ({"inferenceService": {"enabled": True, "name": "llama-"}},
                                         "inferenceService.name: 'llama-' is not a model name"),
     "no runtime": ({"servingRuntime": {"enabled": False}, "llamacppRuntime": {"enabled": False},
@@ -492,6 +494,11 @@ def test_refusals_name_the_key(case):
     assert text.startswith(f"values.yaml: {message}"), text
     assert "\n" not in text
     assert FAKE_HF_TOKEN not in text and FAKE_ACCESS_KEY not in text
+
+
+def test_a_model_name_of_45_characters_is_taken():
+    answers = helm_import.import_values({"inferenceService": {"enabled": True, "name": "m" * 45}}, source="v.yaml")
+    assert [m["name"] for m in answers["custom_models"]] == ["m" * 45]
 
 
 def test_cli_needs_values_and_output(tmp_path):
