@@ -18,6 +18,7 @@ refuses surrogate-pair escapes that PyYAML accepts). What stays is the compile c
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -111,6 +112,8 @@ GATED = {"runtimes": ["vllm"], "catalog_models": ["llama-70b"]}  # HF token from
 KEYLESS = {**S3, "s3_auth": "keyless"}
 SOPS = {**GATED, "secrets_provider": "sops", "gitops_engine": "flux"}
 FLUX = {**SMALL_VLLM, "gitops_engine": "flux"}
+KEDA = {**SMALL_VLLM, "deployment_mode": "Standard",
+        "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "monitoring", "keda"]}]}
 
 
 def profile_of(question: str) -> dict:
@@ -123,6 +126,8 @@ def profile_of(question: str) -> dict:
         return S3
     if question.startswith("hf_") or question in ("eso_store_name", "eso_hf_token_key"):
         return GATED
+    if question.startswith("keda_"):
+        return KEDA
     if question.startswith("sops_"):
         return SOPS
     if question in ("flux_namespace", "sync_interval", "sync_timeout", "flux_service_account"):
@@ -153,6 +158,8 @@ PLAIN: dict[str, str] = {
     "sync_interval": "15m",
     "sync_timeout": "1h30m",
     "gateway_request_timeout": "45m",
+    "keda_prometheus_url": "http://prometheus.obs.svc:9090",
+    "keda_kv_cache_target": "0.75",
 }
 # Where a value is used, when that is not a YAML scalar equal to it.
 USED_AS: dict[str, Callable[[str], str]] = {
@@ -161,6 +168,9 @@ USED_AS: dict[str, Callable[[str], str]] = {
 }
 USED_IN_TEXT: dict[str, tuple[str, Callable[[str], str]]] = {
     "kubernetes_version": ("Makefile", lambda v: f"\nKUBERNETES_VERSION ?= {v}\n"),
+    # Inside the keda component's JSON patches (a block scalar), JSON-quoted.
+    "keda_prometheus_url": ("components/keda/kustomization.yaml", lambda v: f"serverAddress: {json.dumps(v)}\n"),
+    "keda_kv_cache_target": ("components/keda/kustomization.yaml", lambda v: f"value: {json.dumps(v)}\n"),
 }
 
 

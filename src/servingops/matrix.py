@@ -152,6 +152,11 @@ def cell_problems(runtimes: Sequence[str], components: Sequence[str]) -> list[st
     return problems
 
 
+def mode_allows(components: Sequence[str], mode: str) -> bool:
+    """Every component works in deployment mode `mode` (the catalog's `modes`, when a component lists them)."""
+    return all(mode in COMPONENTS[c].get("modes", [mode]) for c in components)
+
+
 def cell_problem(runtimes: Sequence[str], components: Sequence[str]) -> str | None:
     problems = cell_problems(runtimes, components)
     return problems[0] if problems else None
@@ -381,34 +386,69 @@ def plan(axes: Sequence[str] | None = None, *, exhaustive: bool = False) -> tupl
     renders = []
     for index, ((runtimes, storage, release), row) in enumerate(assignments):
         renders.append(render_spec(f"r{index:03d}", runtimes, storage, {**fixed, **row, RELEASE_AXIS: release}))
-    # Pairs whose answers were given where they render nothing: more renders (every runtime and storage, one
-    # environment with every component, so every answer renders), chosen greedily until each allowed pair is
-    # rendered somewhere.
     coverage = {**varied, **DERIVED_AXES}
+    renders += mode_bound_renders(renders, groups, coverage, {**fixed, **rows[0], RELEASE_AXIS: releases_axis[0]})
+    # Pairs whose answers were given where they render nothing: more renders (every runtime and storage, one
+    # environment with the most components the render's mode allows, so every answer renders), chosen greedily
+    # until each allowed pair is rendered somewhere.
     runtimes, storage = tuple(RUNTIMES), storage_variants(tuple(RUNTIMES))[-1]
-    richest = max(render_spec("", runtimes, storage, {**fixed, **rows[0], RELEASE_AXIS: releases_axis[0]}).cells,
-                  key=lambda c: len(c.components))
+    richest = {mode: max((c for c in group_cells(runtimes, storage) if mode_allows(c.components, mode)),
+                         key=lambda c: len(c.components)) for mode in AXES["deployment_mode"]}
     candidates = [{**fixed, **row, RELEASE_AXIS: release} for row in
                   (dict(zip(varied, values)) for values in itertools.product(*varied.values()))
                   if all(axis_pair_allowed(a, row[a], b, row[b]) for a, b in itertools.combinations(row, 2))
                   for release in releases_axis]
-    while missing := uncovered_pairs(renders, coverage):
+    while missing_pairs := uncovered_pairs(renders, coverage):
         def gain(row: dict[str, Any]) -> int:
-            trial = RenderSpec("", runtimes, storage, row, [richest])
-            return len(missing & covered_pairs(trial))
+            trial = RenderSpec("", runtimes, storage, row, [richest[row["deployment_mode"]]])
+            return len(missing_pairs & covered_pairs(trial))
         best = max(candidates, key=gain)
-        renders.append(RenderSpec(f"r{len(renders):03d}", runtimes, storage, best, [richest]))
+        renders.append(RenderSpec(f"r{len(renders):03d}", runtimes, storage, best, [richest[best["deployment_mode"]]]))
     return renders, rejections()
 
 
+def mode_bound_renders(renders: list[RenderSpec], groups, coverage: dict[str, list[Any]],
+                       default_axes: dict[str, Any]) -> list[RenderSpec]:
+    """Cells of mode-bound components (keda: Standard only) whose runtime set and storage got no render in a mode
+    that allows them. A render of theirs switches to such a mode when it keeps every cell it carried and every
+    answer pair it covered (renders[] is updated in place); otherwise they get one more render of their own."""
+    extra: list[RenderSpec] = []
+    for runtimes, storage in dict.fromkeys((g[0], g[1]) for g in groups):
+        built = {cell for spec in renders + extra if (spec.runtimes, spec.storage) == (runtimes, storage)
+                 for cell in spec.cells}
+        missing = [cell for cell in group_cells(runtimes, storage) if cell not in built]
+        for mode in AXES["deployment_mode"]:
+            cells = [cell for cell in missing if mode_allows(cell.components, mode)]
+            if not cells:
+                continue
+            missing = [cell for cell in missing if cell not in cells]
+            uncovered = uncovered_pairs(renders, coverage)
+            for i, spec in enumerate(renders):
+                if (spec.runtimes, spec.storage) != (runtimes, storage) or spec.axes["deployment_mode"] == mode:
+                    continue
+                switched = render_spec(spec.name, runtimes, storage, {**spec.axes, "deployment_mode": mode})
+                trial = renders[:i] + [switched] + renders[i + 1:]
+                if set(spec.cells) <= set(switched.cells) and uncovered_pairs(trial, coverage) <= uncovered:
+                    renders[i] = switched
+                    break
+            else:
+                extra.append(RenderSpec(f"r{len(renders) + len(extra):03d}", runtimes, storage,
+                                        {**default_axes, "deployment_mode": mode}, cells))
+    return extra
+
+
 def render_spec(name: str, runtimes: tuple[str, ...], storage: tuple[str, ...], axes: dict[str, Any]) -> RenderSpec:
-    spec = RenderSpec(name, runtimes, storage, axes)
-    for components in component_sets():
-        if cell_problem(runtimes, components) is None and storage_needed(runtimes, storage, components) == (
-            set(components) & set(STORAGE_COMPONENTS)
-        ):
-            spec.cells.append(Cell(runtimes, components))
-    return spec
+    """A render of (runtimes, storage) with every allowed cell its deployment mode allows."""
+    cells = [c for c in group_cells(runtimes, storage) if mode_allows(c.components, axes["deployment_mode"])]
+    return RenderSpec(name, runtimes, storage, axes, cells)
+
+
+def group_cells(runtimes: tuple[str, ...], storage: tuple[str, ...]) -> list[Cell]:
+    """The allowed cells of (runtimes, storage): every component set the catalog allows whose storage components
+    are exactly those the storage variant's models need."""
+    return [Cell(runtimes, components) for components in component_sets()
+            if cell_problem(runtimes, components) is None
+            and storage_needed(runtimes, storage, components) == set(components) & set(STORAGE_COMPONENTS)]
 
 
 def rejections() -> list[Rejection]:
@@ -421,6 +461,20 @@ def rejections() -> list[Rejection]:
                 out.append(_rejected_cell(runtimes, components, problems))
     for components in component_sets(allowed=False):
         out.append(_rejected_cell(everything, components, cell_problems(everything, components)))
+    for component, spec in COMPONENTS.items():  # a mode-bound component in every other mode
+        for mode in [m for m in AXES["deployment_mode"] if m not in spec.get("modes", AXES["deployment_mode"])]:
+            cell = next(Cell(r, c) for r in runtime_sets() for c in component_sets()
+                        if component in c and cell_problem(r, c) is None)
+            storage = tuple(c for c in STORAGE_COMPONENTS if c in cell.components and storage_runtime(c, cell.runtimes))
+            catalog_models, custom = models_for(cell.runtimes, storage)
+            out.append(Rejection(
+                f"{cell.id}/{mode}",
+                {"runtimes": list(cell.runtimes), "catalog_models": catalog_models, "custom_models": custom,
+                 "deployment_mode": mode,
+                 "environments": [{"name": "env", "cluster": "env", "components": list(cell.components)}]},
+                "environments", f"{component} works in deployment_mode {'/'.join(spec['modes'])} only",
+                [[component, "deployment_mode"]],
+            ))
     sops = {"secrets_provider": "sops", "catalog_models": ["llama-70b"], "runtimes": ["vllm"],
             "environments": [{"name": "gpu", "cluster": "gpu", "components": ["gpu", "gated-hf"]}]}
     for engine in AXES["gitops_engine"]:
