@@ -222,7 +222,7 @@ CASES: list[Case] = [
     case("gpu-and-cpu-conflict", {"environments": [env("mixed", "gpu", "cpu")]}, "environments",
          "gpu and cpu conflict", "keep one of them"),
     case("unknown-component", {"environments": [env("gpu", "gpu", "tpu")]}, "environments",
-         "unknown component \"tpu\"", "use gpu, cpu, s3, gated-hf, inference-pool, monitoring"),
+         "unknown component \"tpu\"", "use gpu, cpu, s3, gated-hf, inference-pool, monitoring, keda"),
     case("component-not-text", {"environments": [env("gpu", "gpu", ["monitoring"])]}, "environments",
          "unknown component", "use gpu, cpu"),
     case("components-missing", {"environments": [{"name": "cpu", "cluster": "in-cluster"}]}, "environments",
