@@ -3,6 +3,8 @@ from Prometheus, through KServe's autoscalerClass keda (KServe's controller writ
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from servingops import render
@@ -29,11 +31,19 @@ def test_vllm_models_scale_on_queue_and_kv_cache(tmp_path):
     assert [m["type"] for m in metrics] == ["External", "External"]
     queries = {m["external"]["metric"]["query"]: m["external"]["target"] for m in metrics}
     assert queries == {
-        'sum(vllm:num_requests_waiting{namespace="llm-platform",model_name="qwen25-1-5b"})': {"type": "Value", "value": "3"},
-        'sum(vllm:kv_cache_usage_perc{namespace="llm-platform",model_name="qwen25-1-5b"})': {"type": "Value", "value": "0.8"},
+        'sum(vllm:num_requests_waiting{namespace="llm-platform",serving_kserve_io_inferenceservice="qwen25-1-5b"})': {"type": "Value", "value": "3"},
+        'sum(vllm:kv_cache_usage_perc{namespace="llm-platform",serving_kserve_io_inferenceservice="qwen25-1-5b"})': {"type": "Value", "value": "0.8"},
     }
     assert {m["external"]["metric"]["serverAddress"] for m in metrics} == {"http://prometheus-operated.monitoring.svc:9090"}
     assert all(m["external"]["metric"]["backend"] == "prometheus" for m in metrics)
+    # The queries select the model by the label the monitoring component's PodMonitor copies from the pod (Prometheus
+    # Operator's podTargetLabels, sanitised to a Prometheus label name), not vLLM's model_name: KServe's
+    # huggingfaceserver leaves vLLM's served model name at the model path (/mnt/models), the same for every model.
+    [monitor] = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert "serving.kserve.io/inferenceservice" in monitor["spec"]["podTargetLabels"]
+    selectors = {re.search(r"\{(.*)\}", query).group(1) for query in queries}
+    assert selectors == {'namespace="llm-platform",'
+                         f'{re.sub("[^A-Za-z0-9_]", "_", "serving.kserve.io/inferenceservice")}="qwen25-1-5b"'}
     # The environment without keda keeps its HPA; everything validates (KServe's CRD schema) and lints clean.
     cpu = [d for d, _ in split_documents(kustomize_build(repo / "environments" / "cpu" / "models"))]
     assert all(d["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
