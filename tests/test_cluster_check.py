@@ -109,6 +109,28 @@ def test_previous_kserve_release_runs_its_own_manager(tmp_path):
     assert models["gpu/qwen25-1-5b"].nodes
 
 
+def test_keda_models_get_the_scaled_object_kserve_writes(tmp_path):
+    """The keda component: KServe's own controller (reconcilers/keda, the same file at v0.16, v0.19 and v0.20) turns
+    the vLLM model's autoScaling metrics into a ScaledObject, which the API server admits against KEDA's CRD
+    (../shared/crds); no HPA beside it. llama.cpp's model in the same environment keeps KServe's HPA."""
+    repo = render.render(tmp_path / "repo", {
+        "deployment_mode": "Standard", "catalog_models": ["qwen25-1-5b", "qwen25-0-5b-gguf"],
+        "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "monitoring", "keda"]}],
+    })
+    report, models = check(repo)
+    assert report.ok, report.summary()
+    scaled = models["gpu/qwen25-1-5b"].details["autoscaler"]
+    assert scaled["kind"] == "ScaledObject"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "qwen25-1-5b-predictor"
+    triggers = {t["metadata"]["query"]: t for t in scaled["spec"]["triggers"]}
+    waiting = triggers['sum(vllm:num_requests_waiting{namespace="llm-platform",'
+                       'serving_kserve_io_inferenceservice="qwen25-1-5b"})']
+    assert waiting["type"] == "prometheus" and waiting["metadata"]["threshold"] == "5"
+    assert waiting["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert len(triggers) == 2
+    assert models["gpu/qwen25-0-5b-gguf"].details["autoscaler"]["kind"] == "HorizontalPodAutoscaler"
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yml")))
 def test_examples_hold_on_the_cluster(tmp_path, name):
     repo = render.render(tmp_path / "repo", yaml.safe_load((EXAMPLES / f"{name}.yml").read_text()))

@@ -48,6 +48,14 @@ DEFAULT_GPU_PRODUCT = "NVIDIA-A100-SXM4-80GB"
 GPU_NODE = {"cpu": "96", "memory": "1152Gi", "nvidia.com/gpu": "8", "pods": "110", "ephemeral-storage": "2Ti"}
 CPU_NODE = {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}
 NODES_PER_POOL = 2
+# What KServe's controller writes beside a Standard-mode workload, by the InferenceService's autoscalerClass
+# (reconcilers/autoscaler): an HPA (hpa) or a KEDA ScaledObject (keda, reconcilers/keda), named like the workload.
+# KServe watches ScaledObjects only when their CRD exists as its manager starts, so the box installs KEDA's CRD
+# (from ../shared/crds or --crds) for an environment with a keda model.
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+AUTOSCALERS = {"hpa": ("autoscaling/v2", "HorizontalPodAutoscaler"), "keda": ("keda.sh/v1alpha1", "ScaledObject")}
+# The trigger metadata KEDA's prometheus scaler cannot do without (pkg/scalers/prometheus_scaler.go).
+PROMETHEUS_TRIGGER_KEYS = ("serverAddress", "query", "threshold")
 # Kinds applied first (what the rest refers to); everything else keeps the overlay's order.
 APPLY_FIRST = ("Namespace", "PriorityClass", "ServiceAccount", "Secret", "ConfigMap", "ClusterServingRuntime",
                "ServingRuntime")
@@ -402,6 +410,44 @@ def _mode(isvc: dict, default: str) -> str:
     return "Standard" if mode in STANDARD_MODES else "Knative"
 
 
+def _autoscaler_class(isvc: dict) -> str:
+    return (isvc["metadata"].get("annotations") or {}).get(AUTOSCALER_CLASS, "hpa")
+
+
+def check_autoscaler(box: ClusterBox, isvc: dict, namespace: str, workload_name: str, model: ModelResult) -> None:
+    """Standard mode: the autoscaler KServe writes for the model's class, and no other (an HPA beside a ScaledObject
+    would fight it over the replicas). A ScaledObject exists only once the API server admitted it against KEDA's
+    CRD; its prometheus triggers must carry what KEDA's scaler needs."""
+    wanted = _autoscaler_class(isvc)
+    if wanted not in AUTOSCALERS:
+        return
+    api_version, kind = AUTOSCALERS[wanted]
+    if not box.client.serves(api_version, kind):
+        model.problems.append(f"autoscalerClass {wanted} needs the {kind} CRD ({api_version}), which is not installed: "
+                              f"install it (KEDA), or pass its folder with --crds")
+        return
+    made = _wait_for(lambda: box.client.get(api_version, kind, workload_name, namespace), RECONCILE_TIMEOUT, box)
+    if not made:
+        why = _warning_events(box.client, "InferenceService", isvc["metadata"]["name"], namespace)
+        model.problems.append(f"KServe made no {kind} {workload_name}" + (f": {why}" if why else ""))
+        return
+    model.details["autoscaler"] = {"kind": kind, "spec": made["spec"]}
+    for other, (other_api, other_kind) in AUTOSCALERS.items():
+        if other != wanted and box.client.serves(other_api, other_kind) and \
+                box.client.get(other_api, other_kind, workload_name, namespace):
+            model.problems.append(f"{other_kind} {workload_name} beside the {kind}: both would scale the Deployment")
+    if kind == "ScaledObject":
+        if made["spec"].get("scaleTargetRef", {}).get("name") != workload_name:
+            model.problems.append(f"ScaledObject {workload_name} scales {made['spec'].get('scaleTargetRef')}, not the Deployment")
+        triggers = made["spec"].get("triggers") or []
+        if not triggers:
+            model.problems.append(f"ScaledObject {workload_name} has no triggers")
+        for trigger in triggers:
+            lacking = [k for k in PROMETHEUS_TRIGGER_KEYS if not (trigger.get("metadata") or {}).get(k)]
+            if trigger.get("type") == "prometheus" and lacking:
+                model.problems.append(f"ScaledObject {workload_name}: a prometheus trigger without {', '.join(lacking)}")
+
+
 def _isvc_condition_message(isvc: dict | None) -> str:
     for condition in (isvc or {}).get("status", {}).get("conditions", []):
         if condition.get("status") == "False" and condition.get("message"):
@@ -427,7 +473,10 @@ def check_environment(env: Environment, answers: dict, release: Release, kserve:
     pools = node_pools(env, answers)
     result = EnvironmentResult(env.name, release.tag, _describe_pools(pools))
     log(f"== environment {env.name}: KServe {release.tag}; {result.nodes}")
-    crd_paths = release.crd_files({o.get("kind") for o in env.objects}) + extra_crd_files(env.objects, crd_dirs)
+    made_by_kserve = [{"apiVersion": api_version, "kind": kind} for api_version, kind in
+                      {AUTOSCALERS["keda"] for isvc in env.inference_services if _autoscaler_class(isvc) == "keda"}]
+    crd_paths = release.crd_files({o.get("kind") for o in env.objects}) + \
+        extra_crd_files(env.objects + made_by_kserve, crd_dirs)
     with ClusterBox(kserve=kserve, inferenceservice_config=release.inferenceservice_config(),
                     runtimes=release.runtimes(), crd_paths=crd_paths, knative="Knative" in modes.values(), log=log) as box:
         client = box.client
@@ -512,6 +561,8 @@ def _reconcile_and_schedule(box: ClusterBox, isvc: dict, namespace: str, model: 
     model.problems += check_pod_spec(stored, runtime, template["spec"], strategy)
     if strategy:
         model.details["strategy"] = strategy
+    if model.mode == "Standard":
+        check_autoscaler(box, stored, namespace, workload_name, model)
 
     # 3. pods: the ReplicaSet's (Standard) or the first revision pod Knative would run (Knative)
     if model.mode == "Knative":

@@ -92,6 +92,12 @@ class Client:
             raise ServingOpsError(f"the API server does not serve {kind} ({api_version}): is its CRD installed?")
         return self._resources[key]
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Does the API server serve apiVersion/kind (is its CRD installed)?"""
+        if (api_version, kind) not in self._resources:
+            self._discover(api_version)
+        return (api_version, kind) in self._resources
+
     def _discover(self, api_version: str) -> None:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
