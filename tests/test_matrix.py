@@ -63,6 +63,37 @@ def test_every_kserve_release_meets_every_runtime_set():
         (r, v) for r in matrix.runtime_sets() for v in matrix.storage_variants(r)}
 
 
+def test_each_render_carries_only_the_cells_its_deployment_mode_allows():
+    """keda works in Standard mode only (components.yml `modes`): its cells ride on Standard renders, and a runtime
+    set whose rows all answered Knative gets one of its renders switched (when no answer pair is lost) rather than
+    a render more per cell."""
+    for spec in RENDERS:
+        for cell in spec.cells:
+            for c in cell.components:
+                assert spec.axes["deployment_mode"] in matrix.COMPONENTS[c].get("modes", [spec.axes["deployment_mode"]])
+    keda = {cell for spec in RENDERS for cell in spec.cells if "keda" in cell.components}
+    assert keda and {spec.axes["deployment_mode"] for spec in RENDERS for cell in spec.cells if cell in keda} == {"Standard"}
+
+
+def test_a_mode_bound_cell_switches_a_render_unless_that_loses_a_pair():
+    knative = {name: values[0] for name, values in matrix.AXES.items()} | {"deployment_mode": "Knative",
+                                                                          "kserve_version": "v0.20"}
+    groups = [(("vllm",), (), "v0.20")]
+    keda_cells = {c for c in matrix.group_cells(("vllm",), ()) if "keda" in c.components}
+    # Nothing else counted: the Knative render switches to Standard and carries the keda cells too.
+    renders = [matrix.render_spec("a", ("vllm",), (), knative)]
+    before = set(renders[0].cells)
+    assert not keda_cells & before
+    assert matrix.mode_bound_renders(renders, groups, {"deployment_mode": matrix.AXES["deployment_mode"]}, knative) == []
+    assert renders[0].axes["deployment_mode"] == "Standard" and set(renders[0].cells) == before | keda_cells
+    # The render is the only one covering (argocd, Knative): it stays, and the keda cells get a render of their own.
+    renders = [matrix.render_spec("a", ("vllm",), (), knative)]
+    coverage = {"deployment_mode": matrix.AXES["deployment_mode"], "gitops_engine": matrix.AXES["gitops_engine"]}
+    [extra] = matrix.mode_bound_renders(renders, groups, coverage, knative)
+    assert renders[0].axes["deployment_mode"] == "Knative"
+    assert extra.axes["deployment_mode"] == "Standard" and set(extra.cells) == keda_cells
+
+
 def test_other_answers_are_covered_pairwise_where_they_render():
     """A pair counts only where both answers shape the output: v1alpha2 answered in a render without an
     InferencePool covers nothing (the Knative-only v1alpha2 bug hid there)."""
