@@ -492,9 +492,12 @@ def _rejected_cell(runtimes: tuple[str, ...], components: tuple[str, ...], probl
         rule = next(word for word in ("conflict", "requires", "acts on", "deploys nothing") if word in problem)
         return [c for c in COMPONENTS if c in problem.split()] + [rule]
 
+    # A deployment mode the components work in (keda: Standard), so that copier refuses the cell for its own fault.
+    mode = next((m for m in AXES["deployment_mode"] if mode_allows(components, m)), AXES["deployment_mode"][0])
     return Rejection(
         Cell(runtimes, components).id,
         {"runtimes": list(runtimes), "catalog_models": catalog_models, "custom_models": custom,
+         "deployment_mode": mode,
          "environments": [{"name": "env", "cluster": "env", "components": list(components)}]},
         "environments",
         "; ".join(problems),
