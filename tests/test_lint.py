@@ -61,6 +61,8 @@ BAD = {
     "route-openai-path": (["HTTPRoute llm/qwen"], "reaches qwen as /v1/chat/completions, but it serves the OpenAI "
                           "API under /openai/v1/"),
     "ns-gateway-ingress": (["NetworkPolicy llm/default-ingress"] * 3, "no ingress rule admits namespace kourier-system"),
+    "keda-scaling": (["InferenceService llm/qwen"] * 3 + ["InferenceService llm/tiny"] * 2,
+                     "vLLM labels its metrics with the model path (/mnt/models)"),
     "runtime-admission": (["ClusterServingRuntime kserve-llamacpp", "ClusterServingRuntime kserve-vllm"],
                           "like KServe v0.20.0's kserve-huggingfaceserver-multinode"),
 }

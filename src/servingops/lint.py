@@ -1022,6 +1022,63 @@ def _seconds(duration: str) -> int | None:
 # --- the catalogue: containers ------------------------------------------------------------------------
 
 
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+# A PromQL label matcher: name, operator, quoted value.
+PROMQL_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!=|!~|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _prometheus_label(pod_label: str) -> str:
+    """The label name Prometheus Operator gives a pod label it copies (podTargetLabels): invalid characters -> _."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", pod_label)
+
+
+@rule("keda-scaling", "an InferenceService with autoscalerClass keda is in Standard mode, sets no scaleMetric and "
+      "scales on External metrics whose Prometheus queries can select its pods' series")
+def keda_scaling(env: Environment) -> Iterator[Finding]:
+    copied = {_prometheus_label(str(label)) for monitor in env.kind("PodMonitor")
+              for label in _get(monitor.obj, "spec", "podTargetLabels", default=[]) or []}
+    models = {pod.res.name: pod.model for pod in env.pods() if pod.component == "predictor" and pod.model}
+    for isvc in env.kind("InferenceService"):
+        annotations = _get(isvc.obj, "metadata", "annotations", default={}) or {}
+        if annotations.get(AUTOSCALER_CLASS) != "keda":
+            continue
+        predictor = _get(isvc.obj, "spec", "predictor", default={}) or {}
+        # KServe reads autoscalerClass in Standard mode only; Knative scales with its own autoscaler.
+        if annotations.get("serving.kserve.io/deploymentMode") in ("Knative", "Serverless"):
+            yield isvc.finding("keda-scaling", "autoscalerClass keda in Knative mode: KServe ignores it there; "
+                               "set serving.kserve.io/deploymentMode: Standard, or drop the keda component")
+        # KServe's webhook (validateScalingKedaCompExtension) refuses these.
+        if "scaleMetric" in predictor:
+            yield isvc.finding("keda-scaling", f"scaleMetric {predictor['scaleMetric']} with autoscalerClass keda: "
+                               "KServe's webhook refuses it; remove scaleMetric and scaleTarget")
+        metrics = _get(predictor, "autoScaling", "metrics", default=[]) or []
+        if not metrics:
+            yield isvc.finding("keda-scaling", "autoscalerClass keda without spec.predictor.autoScaling.metrics: "
+                               "KServe writes a ScaledObject with no triggers; add External Prometheus metrics")
+        for metric in metrics:
+            external = metric.get("external") if isinstance(metric, dict) else None
+            if not isinstance(external, dict):
+                continue
+            query = str(_get(external, "metric", "query", default="") or "")
+            if not query or _get(external, "target", "value") in (None, ""):
+                yield isvc.finding("keda-scaling", "an External metric without a query or target.value: KServe's "
+                                   "webhook refuses it; give both")
+                continue
+            matchers = {name: value for name, op, value in PROMQL_MATCHER.findall(query) if op == "="}
+            model = models.get(isvc.name)
+            if matchers.get("model_name") == isvc.name and model is not None and _is_vllm(model) \
+                    and not _flag(model.args, "--served-model-name"):
+                # vLLM labels its metrics with the served model name: the model path unless set.
+                yield isvc.finding("keda-scaling", f"query {query} selects model_name=\"{isvc.name}\", but vLLM "
+                                   "labels its metrics with the model path (/mnt/models) here: select by "
+                                   f"{_prometheus_label(ISVC_LABEL)} (PodMonitor podTargetLabels), or pass "
+                                   "--served-model-name")
+            pod_label = _prometheus_label(ISVC_LABEL)
+            if pod_label in matchers and env.kind("PodMonitor") and pod_label not in copied:
+                yield isvc.finding("keda-scaling", f"query {query} selects {pod_label}, but no PodMonitor copies "
+                                   f"the pod label {ISVC_LABEL}: add it to the PodMonitor's podTargetLabels")
+
+
 @rule("resources", "every container has cpu and memory requests and limits")
 def resources_rule(env: Environment) -> Iterator[Finding]:
     for pod, c in env.containers():
