@@ -52,11 +52,14 @@ TOKEN_WORDS = {"aws": "an AWS access key id", "hf": "a HuggingFace token", "key"
 GATED = {"catalog_models": ["llama-70b"]}  # a gated HuggingFace model: HF secret, ServiceAccount, store
 S3 = {"catalog_models": ["qwen-7b-gguf"]}  # an S3 GGUF: S3 endpoint, region, credentials
 FLUX = {"gitops_engine": "flux"}
+KEDA = {"deployment_mode": "Standard", "catalog_models": ["qwen25-1-5b"],  # the keda component: vLLM, Standard mode
+        "environments": [{"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "monitoring", "keda"]}]}
 ASKED_WHEN: dict[str, dict] = {
     **dict.fromkeys(["s3_bucket", "s3_endpoint", "s3_region", "s3_secret_name", "s3_service_account_name", "eso_s3_key"], S3),
     **dict.fromkeys(["hf_secret_name", "hf_service_account_name", "eso_store_name", "eso_hf_token_key"], GATED),
     "sops_age_recipients": {**GATED, "secrets_provider": "sops", **FLUX},
     **dict.fromkeys(["flux_namespace", "sync_interval", "sync_timeout", "flux_service_account"], FLUX),
+    **dict.fromkeys(["keda_prometheus_url", "keda_kv_cache_target"], KEDA),
 }
 
 
