@@ -44,7 +44,10 @@ ANSWER_SETS: dict[str, dict] = {
     "flux-sops": {**GATED_AND_S3, "secrets_provider": "sops", "gitops_engine": "flux",
                   "sops_age_recipients": AGE_RECIPIENT},
     "argocd-manual": {**GATED_AND_S3, "secrets_provider": "manual"},
-    "both-standard": {"deployment_mode": "Standard", "gitops_engine": "both"},
+    # Standard mode, the vLLM models scaled by KEDA (the keda component works in Standard mode only).
+    "both-standard": {"deployment_mode": "Standard", "gitops_engine": "both", "environments": [
+        {"name": "gpu", "cluster": "in-cluster", "components": ["gpu", "inference-pool", "monitoring", "keda"]},
+        {"name": "cpu", "cluster": "cpu-cluster", "components": ["cpu", "monitoring"]}]},
     # KServe v0.16: its InferencePool API (x-k8s.io v1alpha2) and huggingfaceserver image.
     "argocd-kserve-v0.16": {"kserve_version": "v0.16"},
     "flux-multitenant": {**GATED_AND_S3, "secrets_provider": "sealed-secrets", "gitops_engine": "flux",
@@ -502,13 +505,15 @@ def test_components_agree_across_catalog_folders_template_and_copier(rendered, t
     for name, link in links.items():
         assert link.is_symlink() and link.resolve() == (render.CATALOG / "components" / name).resolve()
 
-    # copier accepts every catalog component: one answer set selects them all, and each renders as a Component.
-    repo = rendered("both-all-models")
-    used = {c for env in answers_of(repo)["environments"] for c in env["components"]}
+    # copier accepts every catalog component: two answer sets select them all (one Knative, one Standard: keda
+    # works in Standard mode only), and each renders as a Component.
+    repos = [rendered("both-all-models"), rendered("both-standard")]
+    used = {c for repo in repos for env in answers_of(repo)["environments"] for c in env["components"]}
     assert used == set(catalog)
-    assert sorted(p.name for p in (repo / "components").iterdir()) == sorted(catalog)
+    written = {p.name: p for repo in repos for p in (repo / "components").iterdir()}
+    assert sorted(written) == sorted(catalog)
     for name in catalog:
-        doc = yaml.safe_load((repo / "components" / name / "kustomization.yaml").read_text())
+        doc = yaml.safe_load((written[name] / "kustomization.yaml").read_text())
         assert (doc["apiVersion"], doc["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component"), name
 
     # ... and rejects anything else, naming exactly the catalog's components, writing nothing.
