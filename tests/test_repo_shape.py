@@ -383,11 +383,20 @@ def test_flux_entry_points(name, rendered):
         assert {d["name"] for d in models["dependsOn"]} == {name_of[l] for l in layers - {"models"}}
         if "secrets" in layers:
             assert [d["name"] for d in by_layer["secrets"]["spec"]["dependsOn"]] == [name_of["platform"]]
-        assert by_layer["platform"]["spec"]["wait"] is True and models["wait"] is True
+        assert by_layer["platform"]["spec"]["wait"] is True
         assert models["timeout"] == answers["sync_timeout"]
-        checks = {(c["apiVersion"], c["kind"]): c for c in models["healthCheckExprs"]}
-        isvc = checks[("serving.kserve.io/v1beta1", "InferenceService")]
-        assert "Ready" in isvc["current"] and isvc["failed"]
+        # The models layer health-checks the workload KServe makes of each model it deploys, and each endpoint
+        # picker, never an InferenceService (KServe copies its observedGeneration from that workload, #6081).
+        assert not models.get("wait") and not models.get("healthCheckExprs")
+        applied = deployed(repo, models["path"].removeprefix("./"))
+        workload = (("serving.knative.dev/v1", "Service") if answers["deployment_mode"] == "Knative"
+                    else ("apps/v1", "Deployment"))
+        expected = {(*workload, f"{o['metadata']['name']}-predictor", answers["namespace"])
+                    for o in applied if o["kind"] == "InferenceService"}
+        expected |= {("apps/v1", "Deployment", o["metadata"]["name"], o["metadata"].get("namespace", answers["namespace"]))
+                     for o in applied if o["kind"] == "Deployment"}
+        checks = [(c["apiVersion"], c["kind"], c["name"], c["namespace"]) for c in models.get("healthChecks", [])]
+        assert sorted(checks) == sorted(expected), env
 
         if answers["flux_service_account"]:
             check_flux_tenant_rbac(repo, answers, objs, kustomizations)
@@ -405,6 +414,11 @@ def flux_tenant_build(repo: Path, kustomization: dict, tmp: Path) -> list[dict]:
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
         {"resources": [os.path.relpath(folder, overlay)], "patches": kustomization["spec"]["patches"]}))
     return objects(kustomize_build(overlay))
+
+
+# What kustomize-controller's health check (kstatus) reads for each kind the models layer checks.
+HEALTH_CHECK_READS = {("apps", "Deployment"): {("apps", "deployments"), ("apps", "replicasets"), ("", "pods")},
+                      ("serving.knative.dev", "Service"): {("serving.knative.dev", "services")}}
 
 
 def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomizations: list[dict]) -> None:
@@ -444,10 +458,16 @@ def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomiz
                for g in rule["apiGroups"] for r in rule["resources"]}
     assert managed == {(group_of(o), resource_info((group_of(o), o["kind"]))[1]) for o in namespaced}
     assert all("resourceNames" not in rule for rule in role["rules"])
-    # Beyond that, only what the endpoint pickers' Roles grant (RBAC lets only a holder grant it): read-only.
+    # Beyond that, read-only: what the endpoint pickers' Roles grant (RBAC lets only a holder grant it) and what
+    # the models layer's health checks read (a Deployment is read with its ReplicaSets and their Pods).
     extra = [rule for rule in role["rules"] if "create" not in rule["verbs"]]
     assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in extra)
-    assert bool(extra) == (("rbac.authorization.k8s.io", "Role") in kinds_of(namespaced))
+    readable = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    for k in kustomizations:
+        for check in k["spec"].get("healthChecks", []):
+            assert check["namespace"] == target_ns
+            needs = HEALTH_CHECK_READS[(check["apiVersion"].rpartition("/")[0], check["kind"])]
+            assert needs <= readable, f"the tenant cannot read what the health check on {check['name']} reads"
 
     # Cluster-scoped kinds: reads may be cluster-wide; every write is narrowed to the names the tenant applies.
     cluster_objs = [o for o in applied if resource_info((group_of(o), o["kind"]))[0] == "Cluster"]

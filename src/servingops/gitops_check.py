@@ -329,11 +329,14 @@ class Flux(Engine):
     def units(self) -> list[Unit]:
         found = []
         for ks in self.box.client.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
-            ready = next((c for c in ks.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+            conditions = {c["type"]: c for c in ks.get("status", {}).get("conditions", [])}
+            ready = conditions.get("Ready", {})
+            # "Reconciliation in progress" says little: the Reconciling condition says what it is doing (health checks)
+            doing = conditions.get("Reconciling", {}).get("message", "") if ready.get("status") == "Unknown" else ""
             unit = Unit("Kustomization", ks["metadata"]["name"], ok=ready.get("status") == "True",
                         status=f"Ready={ready.get('status', 'Unknown')}"
                                + (f" ({ready['reason']})" if ready.get("reason") else ""),
-                        message=ready.get("message", ""),
+                        message="; ".join(m for m in (ready.get("message", ""), doing) if m),
                         revision=ks.get("status", {}).get("lastAttemptedRevision", ""))
             unit.terminal = ready.get("status") == "False" and ready.get("reason") in FLUX_TERMINAL
             found.append(unit)
@@ -464,7 +467,22 @@ def day2_change(worktree: Path, env: cluster_check.Environment) -> tuple[str, st
     if anchor not in text:
         raise ServingOpsError(f"{kustomization} does not list {anchor.strip()}: cannot add a model folder")
     kustomization.write_text(text.replace(anchor, anchor + f"  - ../../../models/{new}\n", 1))
+    _add_flux_health_check(worktree, env, model, new)
     return model, new, f"day 2: {model} maxReplicas {new_max}; new model folder models/{new}", new_max
+
+
+def _add_flux_health_check(worktree: Path, env: cluster_check.Environment, model: str, new: str) -> None:
+    """What the Flux models Kustomization's comment asks of a model added by hand: its health-check entry (a copy
+    of `model`'s, renamed), in each Flux entry point of the environment."""
+    for entry in sorted((worktree / "clusters" / "flux" / env.name).glob("*/models.yaml")):
+        text = entry.read_text()
+        lines = text.splitlines(keepends=True)
+        for number, line in enumerate(lines):
+            if line.strip() == f"name: {model}-predictor" and number >= 2 and lines[number - 2].lstrip().startswith("- apiVersion:"):
+                block = lines[number - 2:number + 2]
+                copy_ = [item.replace(f"name: {model}-predictor", f"name: {new}-predictor") for item in block]
+                entry.write_text("".join(lines[:number + 2] + copy_ + lines[number + 2:]))
+                break
 
 
 # --- the verb ---------------------------------------------------------------------------------------------
