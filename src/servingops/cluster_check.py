@@ -726,6 +726,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument("--day2", action="store_true",
                        help="with --gitops: then commit a change (a model's maxReplicas, a new model folder) "
                             "and wait until the engine has applied it")
+    check.add_argument("--update-to", metavar="REF",
+                       help="with --gitops: then take a template release as a user does (`copier update --defaults "
+                            "--vcs-ref REF` in a throwaway clone), commit it, wait until the engine has applied it "
+                            "and check nothing drifted (Argo CD: no resource OutOfSync after a hard refresh; Flux: "
+                            "every Kustomization Ready at the new revision)")
     check.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                        help="with --gitops: how long to wait for each convergence (default: %(default)s)")
     check.set_defaults(func=cmd_cluster_check)

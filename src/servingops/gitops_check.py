@@ -22,6 +22,7 @@ import copy
 import json
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -33,8 +34,9 @@ import yaml
 from . import cluster_check, engines, kserve_build, render, schemas
 from .build import YAML_LOADER, kustomize_build
 from .clusterbox import ClusterBox, free_port
-from .errors import InputError, ServingOpsError
-from .gitserver import GitServer
+from .command import Command
+from .errors import CommandError, InputError, ServingOpsError
+from .gitserver import AUTHOR, GitServer
 from .kubeapi import ApiError
 from .tools import tools_dir
 
@@ -271,11 +273,44 @@ class ArgoCD(Engine):
             found.append(unit)
         return found
 
-    def refresh(self) -> None:
+    def refresh(self, kind: str = "normal") -> None:
         for app in self.box.client.list("argoproj.io/v1alpha1", "Application", ARGOCD_NS):
             self.box.client.merge_patch("argoproj.io/v1alpha1", "Application", app["metadata"]["name"],
-                                        {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}},
+                                        {"metadata": {"annotations": {"argocd.argoproj.io/refresh": kind}}},
                                         namespace=ARGOCD_NS)
+
+    def drift(self, revision: str, timeout: float) -> list[Unit]:
+        """After a hard refresh (manifests generated again, the live state compared anew), no resource OutOfSync.
+        The Applications diff on the server (compare-options ServerSideDiff=true: a server-side-apply dry run of
+        each manifest); said per Application."""
+        client = self.box.client
+        asked = time.time()
+        self.refresh("hard")
+        deadline = time.monotonic() + timeout
+        checks = []
+        while True:
+            apps = client.list("argoproj.io/v1alpha1", "Application", ARGOCD_NS)
+            # the controller drops the annotation once it has refreshed, and stamps reconciledAt
+            done = all("argocd.argoproj.io/refresh" not in (a["metadata"].get("annotations") or {})
+                       and _epoch(a.get("status", {}).get("reconciledAt")) >= int(asked) for a in apps)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(POLL)
+        for app in apps:
+            status = app.get("status", {})
+            resources = status.get("resources", [])
+            out = [f"{r['kind']} {r.get('namespace', '') + '/' if r.get('namespace') else ''}{r['name']}"
+                   for r in resources if r.get("status") != "Synced"]
+            options = (app["metadata"].get("annotations") or {}).get("argocd.argoproj.io/compare-options", "")
+            how = "server-side diff" if "ServerSideDiff=true" in options else "client-side diff"
+            at = status.get("sync", {}).get("revision", "")
+            ok = done and not out and at.endswith(revision)
+            message = (f"OutOfSync: {', '.join(out)}" if out else
+                       "the hard refresh did not finish" if not done else f"compared at {at[:7] or 'no revision'}")
+            checks.append(Unit("Check", f"no drift in {app['metadata']['name']}", ok=ok,
+                               status=f"{len(resources) - len(out)}/{len(resources)} resources Synced ({how})",
+                               message=message))
+        return checks
 
 
 class Flux(Engine):
@@ -343,6 +378,20 @@ class Flux(Engine):
         return found
 
     periodic_refresh = False  # a new requestedAt restarts a Kustomization's health wait: once per commit only
+
+    def drift(self, revision: str, timeout: float) -> list[Unit]:
+        """Every Kustomization Ready with the new revision applied (Flux's server-side apply corrects any drift at
+        each sync: what it reports is the applied revision)."""
+        checks = []
+        for ks in self.box.client.list("kustomize.toolkit.fluxcd.io/v1", "Kustomization"):
+            status = ks.get("status", {})
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            applied = status.get("lastAppliedRevision", "")
+            checks.append(Unit("Check", f"{ks['metadata']['name']} at {revision[:7]}",
+                               ok=ready.get("status") == "True" and applied.endswith(revision),
+                               status=f"applied {applied.rsplit(':', 1)[-1][:7] or 'nothing'}",
+                               message=ready.get("message", "")))
+        return checks
 
     def refresh(self) -> None:
         """`flux reconcile source git`: fetch now; the Kustomizations follow the new artifact by themselves."""
@@ -485,12 +534,82 @@ def _add_flux_health_check(worktree: Path, env: cluster_check.Environment, model
                 break
 
 
+# --- a template release: `copier update` --------------------------------------------------------------------
+
+CONFLICT_MARKER = "\n<<<<<<< before updating"  # copier's inline conflict marker, at the start of a line
+
+
+def copier_update(worktree: Path, vcs_ref: str) -> str:
+    """What a user does to take a template release: `copier update --defaults --vcs-ref=<ref>` in a clone (copier
+    needs a clean Git tree; here a throwaway repository holding the worktree as one commit), then the result is
+    what gets committed. A refusal or a conflict is an InputError with copier's words."""
+    before = render.load_answers(worktree / ".copier-answers.yml").get("_commit", "?")
+    with tempfile.TemporaryDirectory(prefix="servingops-update-") as tmp:
+        clone = Path(tmp) / "repo"
+        shutil.copytree(worktree, clone, symlinks=True)
+        git = ("git", "-C", str(clone))
+        Command((*git, "init", "--quiet", "--initial-branch=main")).run()
+        Command((*git, "add", "--all")).run()
+        Command((*git, "commit", "--quiet", "-m", "before copier update"), env=AUTHOR).run()
+        copier = Path(sys.executable).with_name("copier")
+        try:
+            Command((str(copier), "update", "--defaults", f"--vcs-ref={vcs_ref}"), cwd=clone, timeout=600).run()
+        except CommandError as exc:
+            raise InputError(f"--update-to {vcs_ref}: copier update failed: {exc}") from exc
+        conflicts = sorted(str(f.relative_to(clone)) for f in clone.rglob("*")
+                           if f.is_file() and ".git" not in f.relative_to(clone).parts
+                           and (f.suffix == ".rej" or CONFLICT_MARKER in "\n" + f.read_text(errors="replace")))
+        if conflicts:
+            raise InputError(f"--update-to {vcs_ref}: copier update left conflicts in {', '.join(conflicts)}: "
+                             "resolve them in the repository, then check again")
+        for entry in worktree.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        shutil.copytree(clone, worktree, dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    after = render.load_answers(worktree / ".copier-answers.yml").get("_commit", "?")
+    return f"copier update {before} -> {after}"
+
+
+def rendered_objects(worktree: Path, env: cluster_check.Environment) -> dict[tuple, dict]:
+    """The environment's layers as kustomize builds them: (apiVersion, kind, namespace, name) -> object."""
+    found = {}
+    for layer in ("platform", "models"):
+        folder = worktree / "environments" / env.name / layer
+        if folder.is_dir():
+            for obj in cluster_check.render_overlay(folder):
+                meta = obj["metadata"]
+                found[(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
+    return found
+
+
+def _contains(live, desired) -> bool:
+    """Every field the repo sets has that value in the cluster (controllers and webhooks may add more)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and _contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(_contains, live, desired))
+    return live == desired or str(live) == str(desired)
+
+
+def applied_checks(box: ClusterBox, before: dict[tuple, dict], after: dict[tuple, dict]) -> list[Unit]:
+    """One check per object the update changed: in the cluster as the repo now renders it."""
+    checks = []
+    for key in sorted(k for k in after if before.get(k) != after[k]):
+        api_version, kind, namespace, name = key
+        live = box.client.get(api_version, kind, name, namespace) or {}
+        desired = {k: v for k, v in after[key].items() if k not in ("apiVersion", "kind")}
+        ok = _contains(live, desired)
+        checks.append(Unit("Check", f"updated {kind} {namespace + '/' if namespace else ''}{name}", ok=ok,
+                           status="as rendered" if ok else ("differs" if live else "absent"),
+                           message="not applied as rendered"))
+    return checks
+
+
 # --- the verb ---------------------------------------------------------------------------------------------
 
 
 def gitops_check(repo: Path, engine_name: str, *, only: list[str] | None = None, day2: bool = False,
-                 then: list | None = None, kserve_data: Path | None = None, crd_dirs: list[Path] | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, log=print) -> list[Phase]:
+                 update_to: str | None = None, then: list | None = None, kserve_data: Path | None = None,
+                 crd_dirs: list[Path] | None = None, timeout: float = DEFAULT_TIMEOUT, log=print) -> list[Phase]:
     repo = repo.resolve()
     answers, envs = _environments(repo, log)
     if only:
@@ -512,8 +631,8 @@ def gitops_check(repo: Path, engine_name: str, *, only: list[str] | None = None,
         engines.redis_path(log=log)
     phases: list[Phase] = []
     for env in envs:
-        phases += _check_environment(repo, answers, env, engine_name, release, kserve, crd_dirs, day2, then or [],
-                                     timeout, log)
+        phases += _check_environment(repo, answers, env, engine_name, release, kserve, crd_dirs, day2, update_to,
+                                     then or [], timeout, log)
         if not phases[-1].ok:
             break
     return phases
@@ -539,7 +658,7 @@ def _environments(repo: Path, log) -> tuple[dict, list[cluster_check.Environment
     return answers, envs
 
 
-def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dirs, day2, then, timeout,
+def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dirs, day2, update_to, then, timeout,
                        log) -> list[Phase]:
     """`then`: further commits after day 2, each `edit(worktree, env) -> commit message` (tests use it)."""
     cls = ENGINE_CLASSES[engine_name]
@@ -602,6 +721,23 @@ def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dir
                     phases.append(phase)
                     for line in phase.lines():
                         log(line)
+                if update_to and phases[-1].ok:
+                    before = rendered_objects(worktree, env)
+                    message = copier_update(worktree, update_to)
+                    after = rendered_objects(worktree, env)
+                    revision = git.commit(name, worktree, message)
+                    log(f"  committed {revision[:7]}: {message}")
+                    started = time.monotonic()
+                    engine.refresh()
+                    phase = Phase(env.name, f"{message} at {revision[:7]}")
+                    wait_converged(engine, phase, namespace, started, timeout, sims, revision,
+                                   lambda: applied_checks(box, before, after))
+                    if phase.ok:  # converged: nothing may have drifted from what the repo says
+                        phase.checks += engine.drift(revision, timeout)
+                        phase.seconds = time.monotonic() - started
+                    phases.append(phase)
+                    for line in phase.lines():
+                        log(line)
                 for edit in then:
                     if not phases[-1].ok:
                         break
@@ -622,8 +758,8 @@ def cmd_gitops_check(args) -> int:
     if len(args.paths) != 1:
         raise InputError("--gitops checks one generated repository at a time: pass one PATH")
     started = time.monotonic()
-    phases = gitops_check(args.paths[0], args.gitops, only=args.env, day2=args.day2, kserve_data=args.kserve_data,
-                          crd_dirs=args.crds, timeout=args.timeout)
+    phases = gitops_check(args.paths[0], args.gitops, only=args.env, day2=args.day2, update_to=args.update_to,
+                          kserve_data=args.kserve_data, crd_dirs=args.crds, timeout=args.timeout)
     ok = bool(phases) and all(p.ok for p in phases)
     units = [u for p in phases for u in p.units + p.models]
     print(f"{'converged' if ok else 'NOT converged'}: {len(phases)} syncs, "
