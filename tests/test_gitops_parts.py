@@ -3,14 +3,17 @@ engines' build pins, and the day-2 edit (real kustomize build of the edited repo
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from servingops import engines, gitops_check, render
 from servingops.build import YAML_LOADER, kustomize_build
 from servingops.cluster_check import environments
+from servingops.errors import InputError
 from servingops.gitserver import GitServer
 
 
@@ -40,7 +43,7 @@ def test_engine_pins_name_every_folder_replace_they_need():
 
 
 def test_day2_edit_changes_max_replicas_and_adds_a_model(tmp_path):
-    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard"})
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "gitops_engine": "both"})
     _, envs = environments(repo)
     gpu = next(e for e in envs if e.name == "gpu")
     model, new, message, new_max = gitops_check.day2_change(repo, gpu)
@@ -50,6 +53,41 @@ def test_day2_edit_changes_max_replicas_and_adds_a_model(tmp_path):
     assert built[model]["spec"]["predictor"]["maxReplicas"] == new_max
     assert built[new]["spec"]["predictor"]["model"] == built[model]["spec"]["predictor"]["model"]
     assert new in message and str(new_max) in message
+    # as the Flux models Kustomization's comment asks of a model added by hand: its health check, next to the others
+    flux = yaml.safe_load((repo / "clusters/flux/gpu/llm-serving/models.yaml").read_text())
+    checked = [c["name"] for c in flux["spec"]["healthChecks"]]
+    assert checked.count(f"{new}-predictor") == 1 and checked.index(f"{new}-predictor") == checked.index(f"{model}-predictor") + 1
+
+
+def test_copier_update_takes_the_release_and_refuses_a_conflict(tmp_path):
+    template = tmp_path / "template"
+    with render.template_snapshot() as snapshot:
+        shutil.copytree(snapshot, template, symlinks=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=template, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=template, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "v1"], cwd=template, check=True)
+    subprocess.run([*git, "tag", "v0.1.0"], cwd=template, check=True)
+    namespace = template / "template/platform/admin/namespace.yaml.jinja"
+    namespace.write_text(namespace.read_text().replace("audit: restricted\n", "audit: restricted\n    release: two\n"))
+    subprocess.run([*git, "commit", "-q", "-am", "v2"], cwd=template, check=True)
+    subprocess.run([*git, "tag", "v0.2.0"], cwd=template, check=True)
+
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard"}, template=template, vcs_ref="v0.1.0")
+    mine = repo / "platform/admin/namespace.yaml"
+    clean = repo.parent / "clean"
+    shutil.copytree(repo, clean)
+    # The generated README explains copier's conflict markers in prose: that is no conflict.
+    assert "<<<<<<< before updating" in (repo / "README.md").read_text()
+    assert gitops_check.copier_update(clean, "v0.2.0") == "copier update v0.1.0 -> v0.2.0"
+    assert "    release: two\n" in (clean / "platform/admin/namespace.yaml").read_text()
+    assert "_commit: v0.2.0" in (clean / ".copier-answers.yml").read_text()
+
+    mine.write_text(mine.read_text().replace("audit: restricted\n", "audit: restricted\n    release: mine\n"))
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match=r"copier update left conflicts in platform/admin/namespace.yaml"):
+        gitops_check.copier_update(repo, "v0.2.0")
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before  # nothing half-written
 
 
 def test_entry_point_is_pointed_at_the_local_server_for_this_environment_only(tmp_path):
