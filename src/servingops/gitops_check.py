@@ -259,6 +259,9 @@ class ArgoCD(Engine):
             operation = status.get("operationState", {})
             if operation.get("phase") in ("Failed", "Error"):
                 messages.append(f"sync {operation.get('phase')}: {operation.get('message', '')}")
+            out_of_sync = [f"{r['kind']} {r['name']}" for r in status.get("resources", []) if r.get("status") == "OutOfSync"]
+            if out_of_sync:
+                messages.append(f"OutOfSync: {', '.join(out_of_sync)}")
             for resource in status.get("resources", []):
                 resource_health = resource.get("health") or {}
                 if resource_health.get("status") not in (None, "Healthy") and resource_health.get("message"):
