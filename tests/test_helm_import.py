@@ -351,6 +351,15 @@ def test_a_seed_model_that_differs_from_its_catalog_entry_is_a_custom_model():
          "tensorParallelSize": 4, "gated": True, "maxReplicas": 6, "scaleDownDelay": "10m"}]
 
 
+@pytest.mark.parametrize("memory, catalog", [("8Gi", True), ("9Gi", False), ("7Gi", False)])
+def test_resources_other_than_the_catalogs_make_a_custom_model(memory, catalog):
+    values = load(HELM_VALUES / "ollama-cpu.yaml")  # the catalog's qwen3-4b requests 8Gi
+    values["ollamaInferenceService"]["resources"]["requests"]["memory"] = memory
+    answers = helm_import.import_values(values)
+    assert (answers["catalog_models"] == ["qwen3-4b"]) is catalog
+    assert [m["name"] for m in answers["custom_models"]] == ([] if catalog else ["qwen3-4b"])
+
+
 def test_disabled_runtimes_are_dropped_and_tags_follow_the_pin():
     pins = releases.runtime_pins()
     answers = helm_import.import_values({
@@ -457,6 +466,13 @@ REFUSALS = {
     "vLLM without GPU": ({"inferenceService": {"enabled": True, "gpu": 0, "tensorParallelSize": 0}},
                          "inferenceService.gpu: vLLM runs on 1 to 8 GPUs"),
     "model name": ({"inferenceService": {"enabled": True, "name": "Llama_70B"}}, "inferenceService.name: 'Llama_70B'"),
+    "two models, one name": ({"inferenceService": {"enabled": True, "name": "twin"},
+                              "llamacppInferenceService": {"enabled": True, "name": "other",
+                                                           "storageUri": "s3://m/a.gguf"},
+                              "ollamaInferenceService": {"enabled": True, "name": "twin"}},
+                             "ollamaInferenceService.name: 'twin' names two models"),
+    "Ollama on 9 GPUs": ({"ollamaInferenceService": {"enabled": True, "gpu": 9}},
+                         "ollamaInferenceService.gpu: use 0 (CPU) to 8 GPUs, got 9"),
     "model name of 46 characters": ({"inferenceService": {"enabled": True, "name": "m" * 46}},
                                     f"inferenceService.name: '{'m' * 46}' is not a model name: use at most 45"),
     "model name with a trailing dash": ({"inferenceService": {"enabled": True, "name": "llama-"}},
@@ -496,9 +512,11 @@ def test_refusals_name_the_key(case):
     assert FAKE_HF_TOKEN not in text and FAKE_ACCESS_KEY not in text
 
 
-def test_a_model_name_of_45_characters_is_taken():
+def test_the_largest_values_allowed_are_taken():
     answers = helm_import.import_values({"inferenceService": {"enabled": True, "name": "m" * 45}}, source="v.yaml")
     assert [m["name"] for m in answers["custom_models"]] == ["m" * 45]
+    answers = helm_import.import_values({"ollamaInferenceService": {"enabled": True, "gpu": 8}}, source="v.yaml")
+    assert [m["gpus"] for m in answers["custom_models"]] == [8]
 
 
 def test_cli_needs_values_and_output(tmp_path):
@@ -575,7 +593,8 @@ def test_dash_writes_the_answers_to_stdout(tmp_path):
     result = cli("import-helm-values", str(HELM_VALUES / "quickstart.yaml"), "-o", "-", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout) == load(EXAMPLES / "quickstart.yml")
-    assert "next: copier copy" in result.stderr and list(tmp_path.iterdir()) == []
+    assert "next: copier copy --defaults --data-file answers.yml " in result.stderr  # not "-"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_secret_in_a_command_line_option_is_refused_before_writing(tmp_path):
