@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 from conftest import write
-from servingops.validate import ERROR, INVALID, VALID, split_documents, validate
+from servingops import releases
+from servingops.validate import ERROR, INVALID, VALID, server_crd_sources, split_documents, validate
 from servingops.tools import PROJECT_ROOT
 
 KUSTOMIZATION = """\
@@ -207,3 +208,12 @@ def test_plain_scalars_read_as_kubernetes_reads_them():
     # kustomize writes `<<` and `=` unquoted; PyYAML's defaults would make a merge key / value tag of them.
     [(doc, _)] = split_documents("args:\n- <<\n- =\n- 0x_\n- 0x1F\nk: <<\n")
     assert doc == {"args": ["<<", "=", "0x_", 31], "k": "<<"}
+
+
+def test_the_servers_crds_come_from_the_option_the_environment_or_the_release(tmp_path, monkeypatch):
+    monkeypatch.delenv("SERVINGOPS_CRDS", raising=False)
+    assert server_crd_sources(tmp_path, [tmp_path / "crds"]) == ("--crds", [tmp_path / "crds"])
+    version = releases.default_version()
+    assert server_crd_sources(tmp_path, None) == (f"KServe {version}", releases.crd_files(version))
+    monkeypatch.setenv("SERVINGOPS_CRDS", str(tmp_path))
+    assert server_crd_sources(tmp_path, None) == ("$SERVINGOPS_CRDS", [tmp_path])
