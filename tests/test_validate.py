@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from conftest import write
 from servingops import releases
-from servingops.validate import ERROR, INVALID, VALID, server_crd_sources, split_documents, validate
+from servingops.validate import (ERROR, INVALID, VALID, Verdict, _combine, server_crd_sources, split_documents,
+                                 validate)
 from servingops.tools import PROJECT_ROOT
 
 KUSTOMIZATION = """\
@@ -217,3 +219,14 @@ def test_the_servers_crds_come_from_the_option_the_environment_or_the_release(tm
     assert server_crd_sources(tmp_path, None) == (f"KServe {version}", releases.crd_files(version))
     monkeypatch.setenv("SERVINGOPS_CRDS", str(tmp_path))
     assert server_crd_sources(tmp_path, None) == ("$SERVINGOPS_CRDS", [tmp_path])
+
+
+@pytest.mark.parametrize("schema, server, combined", [
+    ((VALID, ""), (VALID, ""), (VALID, "")),
+    ((INVALID, "bad field"), (VALID, ""), (INVALID, "bad field")),  # kubeconform's refusal stands
+    ((VALID, ""), (INVALID, "denied"), (INVALID, "kube-apiserver: denied")),  # the server's refusal shows
+    ((VALID, ""), (ERROR, "timeout"), (ERROR, "kube-apiserver: timeout")),
+    ((INVALID, "bad field"), (INVALID, "denied"), (INVALID, "bad field; kube-apiserver: denied")),
+])
+def test_the_server_verdict_joins_the_schema_verdict(schema, server, combined):
+    assert _combine(Verdict(*schema), Verdict(*server)) == Verdict(*combined)
