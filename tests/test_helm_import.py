@@ -96,6 +96,24 @@ def test_mapping_answers_are_copier_questions():
                 assert part in questions, key
 
 
+def test_a_key_left_unset_means_what_the_templates_default_means():
+    # The import writes only the keys a values file sets: the chart's default and the question's must agree.
+    questions = load(PROJECT_ROOT / "copier.yml")
+    different = {  # each translated on purpose (see MAPPING's notes)
+        "servingRuntime.tag", "llamacppRuntime.tag", "ollamaRuntime.tag",  # "" = follow the pin
+        "s3Storage.enabled",  # -> s3_auth
+        "llamacppInferenceService.serviceAccountName",  # the model's; the chart's own is s3Storage's
+    }
+    compared = 0
+    for key, row in helm_import.KEYS.items():
+        default = questions.get(row.answer, {}).get("default") if isinstance(questions.get(row.answer), dict) else None
+        if default is None or "{" in str(default) or key in different:
+            continue
+        assert row.default == default, key
+        compared += 1
+    assert compared >= 17  # numbers, flags and names of every runtime, S3, HF and the pool
+
+
 def test_print_mapping_prints_the_table():
     result = cli("import-helm-values", "--print-mapping")
     assert result.returncode == 0, result.stderr

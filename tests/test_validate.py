@@ -7,14 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 from conftest import write
 from servingops import releases
-from servingops.validate import (ERROR, INVALID, VALID, Verdict, _combine, server_crd_sources, split_documents,
-                                 validate)
+from servingops.validate import (ERROR, INVALID, VALID, Verdict, _combine, _namespaces, server_crd_sources,
+                                 split_documents, validate)
 from servingops.tools import PROJECT_ROOT
 
 KUSTOMIZATION = """\
@@ -230,3 +231,18 @@ def test_the_servers_crds_come_from_the_option_the_environment_or_the_release(tm
 ])
 def test_the_server_verdict_joins_the_schema_verdict(schema, server, combined):
     assert _combine(Verdict(*schema), Verdict(*server)) == Verdict(*combined)
+
+
+def test_the_namespaces_a_dry_run_needs(tmp_path):
+    # Created for real before the dry-run: Namespaces themselves, and the namespace of each namespaced object.
+    cluster_scoped = {"Namespace", "ClusterRole"}
+    server = types.SimpleNamespace(resource_for=lambda obj: types.SimpleNamespace(
+        namespaced=obj["kind"] not in cluster_scoped) if obj["kind"] != "Unknown" else None)
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "apps"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "b"}},
+        {"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "c", "namespace": "nowhere"}},
+    ]
+    assert _namespaces(server, objects) == {"llm", "apps", "default"}
