@@ -284,6 +284,8 @@ def test_full_values_answers(full_answers):
     assert pins["ollama"]["tag"] != "0.15.2" and answers["ollama_image_tag"] == "0.15.2"  # not the pin: kept
     assert answers["llamacpp_image_tag"] == "server-b9999"  # not the pin: kept
     assert answers["catalog_models"] == []
+    # Types as the questions take them: the float a float, the flag a flag (not 0.0).
+    assert answers["vllm_gpu_memory_utilization"] == 0.9 and answers["vllm_enable_prefix_caching"] is False
     assert answers["custom_models"] == [
         {"name": "mistral-7b", "runtime": "vllm", "storageUri": "hf://mistralai/Mistral-7B-Instruct-v0.3",
          "gpus": 2, "tensorParallelSize": 2, "gated": True, "maxReplicas": 5, "minReplicas": 1,
@@ -484,6 +486,8 @@ REFUSALS = {
     "vLLM without GPU": ({"inferenceService": {"enabled": True, "gpu": 0, "tensorParallelSize": 0}},
                          "inferenceService.gpu: vLLM runs on 1 to 8 GPUs"),
     "model name": ({"inferenceService": {"enabled": True, "name": "Llama_70B"}}, "inferenceService.name: 'Llama_70B'"),
+    "vLLM model URI": ({"inferenceService": {"enabled": True, "storageUri": "gs://bucket/model"}},
+                       "inferenceService.storageUri: 'gs://bucket/model' is not a model URI"),
     "two models, one name": ({"inferenceService": {"enabled": True, "name": "twin"},
                               "llamacppInferenceService": {"enabled": True, "name": "other",
                                                            "storageUri": "s3://m/a.gguf"},
