@@ -14,8 +14,10 @@ import pytest
 
 from conftest import write
 from servingops import releases
-from servingops.validate import (ERROR, INVALID, VALID, Verdict, _combine, _namespaces, server_crd_sources,
-                                 split_documents, validate)
+from servingops.lint import Finding, LintReport
+from servingops.validate import (ERROR, INVALID, VALID, Report, ResourceResult, TargetResult, Verdict, _combine,
+                                 _namespaces, _verdict, server_crd_sources, server_dry_run, split_documents,
+                                 validate)
 from servingops.tools import PROJECT_ROOT
 
 KUSTOMIZATION = """\
@@ -100,6 +102,10 @@ def test_inference_service_typo_fails(tmp_path, store):
     status, message = statuses(report)[("InferenceService", "qwen25-1-5b")]
     assert status == INVALID and "storageUrl" in message and "/spec/predictor/model" in message
     assert not report.ok
+    assert [t.status for t in report.targets] == [INVALID]  # the overlay is as bad as its worst resource
+    [line] = report.failures()
+    assert line.startswith(f"{report.targets[0].target}: InferenceService llm-platform/qwen25-1-5b "
+                           "(serving.kserve.io/v1beta1): "), line
 
 
 def test_deployment_with_unknown_field_fails(tmp_path, store):
@@ -246,3 +252,56 @@ def test_the_namespaces_a_dry_run_needs(tmp_path):
         {"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "c", "namespace": "nowhere"}},
     ]
     assert _namespaces(server, objects) == {"llm", "apps", "default"}
+
+
+def test_kubeconforms_entries_become_verdicts(tmp_path):
+    store = types.SimpleNamespace(path=tmp_path)
+    assert _verdict({"status": "statusValid"}, store) == Verdict(VALID)
+    # kubeconform's msg holds the innermost causes after "' - ": those, on one line, are the message.
+    invalid = {"status": "statusInvalid",
+               "msg": "problem validating schema. Check JSON formatting: jsonschema: '/spec' does not validate with "
+                      "'file:///s.json#/properties/spec' - at '/spec/x':\n  additional properties 'x' not allowed"}
+    assert _verdict(invalid, store) == Verdict(INVALID, "at '/spec/x': additional properties 'x' not allowed")
+    plain = {"status": "statusInvalid", "msg": "missing 'kind' key"}
+    assert _verdict(plain, store) == Verdict(INVALID, "missing 'kind' key")
+    assert _verdict({"status": "statusError", "msg": "could not find schema for Widget", "version": "example.com/v1",
+                     "kind": "Widget"}, store).message.startswith(f"no schema for example.com/v1 Widget in {tmp_path}")
+    assert _verdict({"status": "statusError", "msg": "error while parsing"}, store) == Verdict(ERROR,
+                                                                                             "error while parsing")
+
+
+def test_the_servers_answers_become_verdicts():
+    # accepted -> valid; refused with an HTTP code -> invalid; never sent (code 0) -> an error. Each object once.
+    outcomes = {"ok": (True, 200, ""), "bad": (False, 422, "spec.x: unknown field"), "none": (False, 0, "no API")}
+    sent = []
+
+    def dry_run(obj):
+        sent.append(obj["metadata"]["name"])
+        accepted, code, message = outcomes[obj["metadata"]["name"]]
+        return types.SimpleNamespace(accepted=accepted, code=code, message=message)
+
+    server = types.SimpleNamespace(resource_for=lambda obj: None, ensure_namespace=lambda name: None, dry_run=dry_run)
+    objects = [{"kind": "ConfigMap", "metadata": {"name": n}} for n in ("ok", "bad", "none", "ok")]
+    assert server_dry_run(server, objects, jobs=1) == [
+        Verdict(VALID), Verdict(INVALID, "spec.x: unknown field"), Verdict(ERROR, "no API"), Verdict(VALID)]
+    assert sorted(sent) == ["bad", "none", "ok"]
+
+
+def test_failures_list_each_problem_once():
+    broken, fine = "envs/broken", "envs/fine"
+    report = Report(
+        targets=[TargetResult(broken, ERROR, message="kustomize build failed"), TargetResult(fine, INVALID)],
+        resources=[ResourceResult(fine, "v1", "ConfigMap", "llm", "a", INVALID, "bad field"),
+                   ResourceResult(fine, "v1", "ConfigMap", "llm", "b", VALID),
+                   ResourceResult(fine, "v1", "Secret", "llm", "c", ERROR, "no schema")],
+        lint=LintReport(findings=[Finding(broken, "kustomization", "build", "does not build"),
+                                  Finding(fine, "kustomization", "build", "does not build either"),
+                                  Finding(broken, "InferenceService llm/q", "ref-runtime", "no runtime")]))
+    assert report.failures() == [
+        f"{broken}: kustomize build failed",
+        f"{fine}: ConfigMap llm/a (v1): bad field",
+        f"{fine}: Secret llm/c (v1): no schema",
+        # lint's build finding for the overlay validate already reported is left out; the others stay
+        Finding(fine, "kustomization", "build", "does not build either").line(),
+        Finding(broken, "InferenceService llm/q", "ref-runtime", "no runtime").line(),
+    ]
