@@ -94,6 +94,7 @@ def statuses(report):
 def test_valid_kserve_objects_pass(tmp_path, store):
     report = check([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)])
     assert report.ok, report.failures()
+    assert [t.status for t in report.targets] == [VALID] and report.failures() == []
     assert report.summary() == "2 resources valid, 0 invalid, 0 errors in 1 overlay"
 
 
@@ -305,3 +306,4 @@ def test_failures_list_each_problem_once():
         Finding(fine, "kustomization", "build", "does not build either").line(),
         Finding(broken, "InferenceService llm/q", "ref-runtime", "no runtime").line(),
     ]
+    assert (report.errors, report.count(INVALID), report.ok) == (2, 1, False)  # the overlay's and c's
