@@ -129,7 +129,15 @@ def test_broken_kustomization_fails_with_kustomizes_message(tmp_path, store):
     report = check([tmp_path])
     [target] = report.targets
     assert target.status == ERROR and "kustomize" in target.message and "missing.yaml" in target.message
+    assert target.resources == 0
     assert not report.ok and report.errors == 1
+
+
+def test_each_overlay_is_judged_by_its_own_resources(tmp_path, store):
+    good = overlay(tmp_path / "good", isvc=ISVC)
+    bad = overlay(tmp_path / "bad", isvc=ISVC.replace("storageUri", "storageUrl"))
+    report = check([good, bad])
+    assert {Path(t.target).name: t.status for t in report.targets} == {"good": VALID, "bad": INVALID}
 
 
 def test_search_finds_every_overlay_and_skips_components(tmp_path, store):
