@@ -140,6 +140,13 @@ def test_each_overlay_is_judged_by_its_own_resources(tmp_path, store):
     assert {Path(t.target).name: t.status for t in report.targets} == {"good": VALID, "bad": INVALID}
 
 
+def test_a_file_that_is_not_yaml_is_an_error_of_its_own(tmp_path, store):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: ConfigMap\nmetadata: {name: [\n")
+    [target] = check([broken]).targets
+    assert target.status == ERROR and target.message.startswith("not valid YAML: "), target
+
+
 def test_search_finds_every_overlay_and_skips_components(tmp_path, store):
     overlay(tmp_path / "envs" / "a", isvc=ISVC)
     overlay(tmp_path / "envs" / "b", web=DEPLOYMENT)
