@@ -58,7 +58,7 @@ fuzz-long: setup ## hostile strings in every free-text answer, >= 10,000 example
 		END {printf "fuzz-long: %d examples (%d rendered and validated, the rest refused), %d failing; log: build/fuzz-long.log\n", \
 		p + f, r + 0.5, f}' build/fuzz-long.log; exit $$status
 
-mutation: setup ## mutation testing of lint, the Helm importer and validation (slow; docs/quality.md), MUTATION_SCOPE=changed for a subset
+mutation: setup ## mutation testing of lint, the Helm importer and validation (hours; docs/quality.md): MUTATION_SAMPLE=N samples, MUTATION_SCOPE=changed scores a branch
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	scripts/mutation $(MODULES)
 
