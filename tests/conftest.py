@@ -8,13 +8,12 @@ import pytest
 
 from servingops import render, schemas
 from servingops.build import kustomize_build, split_documents
-from servingops.tools import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session")
 def store() -> schemas.Store:
     """The schema store every validation test uses (built once; rebuilt only when its inputs change)."""
-    return schemas.build_store(PROJECT_ROOT / ".cache" / "schemas")
+    return schemas.build_store()
 
 
 @pytest.fixture(scope="module")

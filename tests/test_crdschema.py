@@ -189,3 +189,23 @@ def test_a_users_kubectl_crd_list_is_a_crd_source(tmp_path: Path):
     assert "keda.sh/v1alpha1 ScaledObject" in index
     assert "serving.kserve.io/v1beta1 InferenceService" not in index  # only what the user gave, plus core
     assert "apps/v1 Deployment" in index
+
+
+def test_stores_sharing_a_folder_never_replace_each_other(tmp_path: Path, monkeypatch):
+    # A rebuild swaps a store's whole folder: a store kept inside another's folder was deleted with it while a
+    # concurrent pytest worker validated against it ("no schema for v1 Namespace"), and two Kubernetes versions
+    # in one folder rebuilt each other on every use.
+    monkeypatch.delenv("SERVINGOPS_CRDS", raising=False)
+    crds = tmp_path / "crds"
+    crds.mkdir()
+    (crds / "sealed.yaml").write_text((CRDS / "bitnami.com" / "bitnami.com_sealedsecrets.yaml").read_text())
+    out = tmp_path / "schemas"
+    release = schemas.release_store("v0.16", out)
+    given = schemas.release_store("v0.16", out, crd_dirs=[crds])
+    older = schemas.release_store("v0.16", out, "1.32.0", crd_dirs=[crds])
+    assert len({release.path, given.path, older.path}) == 3
+    assert all(store.path.parent == out for store in (release, given, older))
+    assert not schemas.release_store("v0.16", out).rebuilt
+    assert not schemas.release_store("v0.16", out, crd_dirs=[crds]).rebuilt
+    assert "serving.kserve.io/v1beta1 InferenceService" in release.index()
+    assert older.kubernetes_version == "1.32.0" and given.kubernetes_version == "1.33.0"

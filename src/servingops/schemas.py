@@ -190,8 +190,18 @@ def release_store(
     if crd_dirs is None and not os.environ.get("SERVINGOPS_CRDS"):
         version = kserve_version or releases.default_version()
         paths = release_crd_paths(version, root=root)
-        return build_store(Path(out) / f"kserve-{version}", kubernetes_version, paths, force=force)
-    return build_store(out, kubernetes_version, crd_dirs, force=force)
+        return build_store(store_dir(out, f"kserve-{version}", kubernetes_version), kubernetes_version, paths,
+                           force=force)
+    return build_store(store_dir(out, "given-crds", kubernetes_version), kubernetes_version, crd_dirs, force=force)
+
+
+def store_dir(out: Path, crd_set: str, kubernetes_version: str) -> Path:
+    """One folder per CRD set and Kubernetes version inside `out`. A rebuild swaps its whole folder, so no store
+    may hold another (a pytest worker's rebuild deleted a release store another worker was validating with), and
+    one folder per Kubernetes version keeps two versions from rebuilding each other under a running kubeconform."""
+    version = kubernetes_version.removeprefix("v")
+    suffix = "" if version == DEFAULT_KUBERNETES_VERSION.removeprefix("v") else f"-k8s-{version}"
+    return Path(out) / f"{crd_set}{suffix}"
 
 
 def crd_files(dirs: Iterable[Path]) -> list[tuple[Path, Path]]:
@@ -356,7 +366,7 @@ def open_store(path: Path) -> Store:
 
 
 def build_store(
-    out: Path = DEFAULT_STORE,
+    out: Path = DEFAULT_STORE / "default-crds",
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
     crd_dirs: Iterable[Path] | None = None,
     *,
