@@ -133,3 +133,18 @@ def test_cli_exits_nonzero_with_the_engines_message(tmp_path, capsys):
     assert code == 1, captured.err
     assert not captured.err, captured.err  # the engine's verdict, not an error of ours
     assert "FAIL Kustomization llm-serving-models" in out and "kustomize build failed" in out
+
+
+def test_flux_tenant_reads_what_its_health_checks_read(tmp_path):
+    """Multi-tenant Flux (flux_service_account): the Kustomizations apply and health-check as the tenant, under the
+    box's RBAC. kstatus reads a Deployment with its ReplicaSets and their Pods: without those reads in the tenant's
+    Role the models Kustomization stays in its health wait. (Without inference-pool: see docs/performance.md.)"""
+    repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "gitops_engine": "flux",
+                                             "kserve_version": "v0.20", "flux_service_account": "llm-tenant",
+                                             "environments": [{"name": "gpu", "cluster": "in-cluster",
+                                                               "components": ["gpu", "monitoring"]}]})
+    (bootstrap,) = run(repo, "flux", timeout=180)
+    assert bootstrap.ok, "\n".join(bootstrap.lines())
+    assert {u.name for u in bootstrap.units} == {"flux-system", "llm-serving-platform", "llm-serving-models"}
+    assert {m.name for m in bootstrap.models} == {"llm-platform/qwen25-1-5b", "llm-platform/qwen25-0-5b-gguf",
+                                                  "llm-platform/qwen3-4b"}
