@@ -50,10 +50,12 @@ def template_repo(tmp_path_factory) -> Path:
     git(root, "tag", "v0.1.0")
     pins = root / "overlays-catalog/releases.yml"
     assert pins.read_text().count(f"huggingfaceserver_tag: {OLD_PIN}\n") == 1
-    pins.write_text(pins.read_text().replace(f"huggingfaceserver_tag: {OLD_PIN}\n", f"huggingfaceserver_tag: {NEW_PIN}\n"))
+    pins.write_text(pins.read_text().replace(f"huggingfaceserver_tag: {OLD_PIN}\n",
+                                             f"huggingfaceserver_tag: {NEW_PIN}\n"))
     namespace = root / "template/platform/admin/namespace.yaml.jinja"
     assert namespace.read_text().count("audit: restricted\n") == 1
-    namespace.write_text(namespace.read_text().replace("audit: restricted\n", f"audit: restricted\n    {NAMESPACE_LABEL}\n"))
+    namespace.write_text(namespace.read_text().replace("audit: restricted\n",
+                                                       f"audit: restricted\n    {NAMESPACE_LABEL}\n"))
     git(root, "commit", "-q", "-am", "v0.2.0: a newer vLLM image, a namespace label")
     git(root, "tag", "v0.2.0")
     return root

@@ -56,7 +56,8 @@ def test_day2_edit_changes_max_replicas_and_adds_a_model(tmp_path):
     # as the Flux models Kustomization's comment asks of a model added by hand: its health check, next to the others
     flux = yaml.safe_load((repo / "clusters/flux/gpu/llm-serving/models.yaml").read_text())
     checked = [c["name"] for c in flux["spec"]["healthChecks"]]
-    assert checked.count(f"{new}-predictor") == 1 and checked.index(f"{new}-predictor") == checked.index(f"{model}-predictor") + 1
+    assert checked.count(f"{new}-predictor") == 1
+    assert checked.index(f"{new}-predictor") == checked.index(f"{model}-predictor") + 1
 
 
 def test_copier_update_takes_the_release_and_refuses_a_conflict(tmp_path):

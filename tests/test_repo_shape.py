@@ -393,8 +393,8 @@ def test_flux_entry_points(name, rendered):
                     else ("apps/v1", "Deployment"))
         expected = {(*workload, f"{o['metadata']['name']}-predictor", answers["namespace"])
                     for o in applied if o["kind"] == "InferenceService"}
-        expected |= {("apps/v1", "Deployment", o["metadata"]["name"], o["metadata"].get("namespace", answers["namespace"]))
-                     for o in applied if o["kind"] == "Deployment"}
+        expected |= {("apps/v1", "Deployment", o["metadata"]["name"],
+                      o["metadata"].get("namespace", answers["namespace"])) for o in applied if o["kind"] == "Deployment"}
         checks = [(c["apiVersion"], c["kind"], c["name"], c["namespace"]) for c in models.get("healthChecks", [])]
         assert sorted(checks) == sorted(expected), env
 

@@ -259,7 +259,8 @@ class ArgoCD(Engine):
             operation = status.get("operationState", {})
             if operation.get("phase") in ("Failed", "Error"):
                 messages.append(f"sync {operation.get('phase')}: {operation.get('message', '')}")
-            out_of_sync = [f"{r['kind']} {r['name']}" for r in status.get("resources", []) if r.get("status") == "OutOfSync"]
+            out_of_sync = [f"{r['kind']} {r['name']}" for r in status.get("resources", [])
+                           if r.get("status") == "OutOfSync"]
             if out_of_sync:
                 messages.append(f"OutOfSync: {', '.join(out_of_sync)}")
             for resource in status.get("resources", []):
@@ -530,7 +531,8 @@ def _add_flux_health_check(worktree: Path, env: cluster_check.Environment, model
         text = entry.read_text()
         lines = text.splitlines(keepends=True)
         for number, line in enumerate(lines):
-            if line.strip() == f"name: {model}-predictor" and number >= 2 and lines[number - 2].lstrip().startswith("- apiVersion:"):
+            entry_start = number >= 2 and lines[number - 2].lstrip().startswith("- apiVersion:")
+            if line.strip() == f"name: {model}-predictor" and entry_start:
                 block = lines[number - 2:number + 2]
                 copy_ = [item.replace(f"name: {model}-predictor", f"name: {new}-predictor") for item in block]
                 entry.write_text("".join(lines[:number + 2] + copy_ + lines[number + 2:]))
