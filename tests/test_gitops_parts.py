@@ -104,3 +104,12 @@ def test_entry_point_is_pointed_at_the_local_server_for_this_environment_only(tm
     local = gitops_check._point_repo_at(project, answers["repo_url"], "http://127.0.0.1:1/llm-serving.git")
     assert local["spec"]["sourceRepos"] == ["http://127.0.0.1:1/llm-serving.git"]
     assert answers["repo_url"] not in str(local)
+
+
+@pytest.mark.parametrize("flags", [["--day2"], ["--update-to", "v0.2.0"], ["--env", "gpu"]])
+def test_engine_options_without_an_engine_are_refused_before_anything_starts(tmp_path, capsys, flags):
+    from servingops import cli
+
+    assert cli.main(["cluster-check", *flags, str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flags[0] in err and "--gitops argocd|flux" in err

@@ -691,6 +691,12 @@ def cluster_check(repos: list[Path], *, kserve_data: Path | None = None, crd_dir
 
 def cmd_cluster_check(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    engine_only = [flag for flag, given in (("--env", args.env), ("--day2", args.day2), ("--update-to", args.update_to))
+                   if given]
+    if engine_only and not args.gitops:
+        verb = "needs" if len(engine_only) == 1 else "need"
+        raise InputError(f"cluster-check: {' and '.join(engine_only)} {verb} an engine to sync through: add "
+                         "--gitops argocd|flux, or drop them to apply every environment directly")
     if args.gitops:
         from . import gitops_check
         return gitops_check.cmd_gitops_check(args)
