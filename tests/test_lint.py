@@ -551,10 +551,11 @@ def predictor(env: lint.Environment, name: str) -> lint.Pod:
 
 
 @pytest.mark.parametrize("model, fmt, args, settings", [
-    ("tiny", "gguf", ["--ctx-size", "8192", "--cache-ram=512"], ("llamacpp", 8192)),
+    ("tiny", "gguf", ["--ctx-size", "8192", "--cache-ram=512"], ("llamacpp", 8192, 1)),
     ("tiny", "gguf", [], None),  # --ctx-size 0: the model's own context, unknown here
-    ("tiny", "ollama", [], ("ollama", 4096)),  # Ollama's default context (overlays-catalog/capacity.yml)
-    ("qwen", "huggingface", ["--max-model-len=1"], ("vllm", 1)),
+    ("tiny", "ollama", [], ("ollama", 4096, 1)),  # Ollama's default context (overlays-catalog/capacity.yml)
+    ("qwen", "huggingface", ["--max-model-len=1"], ("vllm", 1, 1)),  # no --tensor-parallel-size: 1
+    ("qwen", "huggingface", ["--max-model-len=1", "-tp", "2"], ("vllm", 1, 2)),
     ("qwen", "huggingface", ["--max-model-len=0"], None),  # vLLM takes the model's own maximum
     ("qwen", "huggingface", [], None),
 ])
@@ -564,7 +565,7 @@ def test_capacity_reads_each_runtimes_settings(model, fmt, args, settings):
     spec["modelFormat"]["name"], spec["args"] = fmt, args
     env = lint.Environment(docs, lint.Settings())
     found = lint._capacity_settings(env, predictor(env, model))
-    assert (found and (found.runtime, found.ctx)) == settings
+    assert (found and (found.runtime, found.ctx, found.tp)) == settings
 
 
 def test_capacity_findings_name_the_limit_and_the_request_to_set():
@@ -659,3 +660,56 @@ def test_a_runtime_is_not_its_own_rival():
     renamed["metadata"]["name"] = "vllm-copy"
     rival = lint.Environment(docs + [lint.Resource("other-layer", renamed)], lint.Settings())
     assert [f.resource for f in lint.runtime_admission(rival)] == ["ClusterServingRuntime kserve-vllm"]
+
+
+def test_an_ollama_model_downloads_even_without_a_storage_uri():
+    docs = built("capacity")
+    spec = resource(docs, "InferenceService", "tiny").obj["spec"]["predictor"]["model"]
+    spec["modelFormat"]["name"], spec["args"] = "ollama", []  # Ollama pulls its model itself
+    del spec["storageUri"], spec["resources"]["requests"]["ephemeral-storage"]
+    messages = [f.message for f in lint.capacity_rule(lint.Environment(docs, lint.Settings()))]
+    assert any(m.startswith("downloads 491400032 bytes to the node's disk") for m in messages), messages
+
+
+def test_a_tensor_parallel_size_that_is_no_number_is_flagged():
+    docs = built("gpu-tensor-parallel")
+    model = resource(docs, "InferenceService", "qwen").obj["spec"]["predictor"]["model"]
+    model["args"] = ["--tensor-parallel-size=auto"]
+    for side in ("requests", "limits"):
+        model["resources"][side]["nvidia.com/gpu"] = "1"
+    found = list(lint.gpu_tensor_parallel(lint.Environment(docs, lint.Settings())))
+    assert [f.rule for f in found] == ["gpu-tensor-parallel"]
+
+
+def test_a_peer_that_is_no_mapping_does_not_hide_the_next():
+    assert lint._admits_anyone({"from": ["junk", {"namespaceSelector": {}}]}) is True
+    assert lint._admits_anyone({"from": ["junk", {"podSelector": {"matchLabels": {"a": "b"}}}]}) is False
+
+
+def test_the_secrets_a_pod_needs():
+    spec = {"imagePullSecrets": [{"name": "pull"}], "volumes": [
+        {"name": "a", "projected": {"sources": [{"secret": {"name": "p-required"}},
+                                                {"secret": {"name": "p-optional", "optional": True}},
+                                                {"configMap": {"name": "cm"}}]}},
+        {"name": "b", "secret": {"secretName": "v-required"}},
+        {"name": "c", "secret": {"secretName": "v-optional", "optional": True}}]}
+    assert lint._pod_secret_refs(types.SimpleNamespace(spec=spec, containers=[])) == [
+        "pull", "p-required", "v-required"]
+
+
+@pytest.mark.parametrize("image, args, vllm", [
+    ("vllm/vllm-openai:v0.9.2", [], True),
+    ("kserve/huggingfaceserver:v0.16.0-gpu", ["--backend=vllm"], True),
+    ("kserve/huggingfaceserver:v0.16.0-gpu", [], False),  # its automatic choice is not guessed
+    ("example.com/zephyr-server:1", [], False),  # sorts after vllm-openai
+])
+def test_vllm_is_known_by_its_backend_flag_or_its_image(image, args, vllm):
+    assert lint._is_vllm(types.SimpleNamespace(image=image, args=args)) is vllm
+
+
+def test_a_runtime_of_another_api_group_is_not_kserves_to_admit():
+    docs = built("runtime-admission")
+    other = yaml.safe_load(yaml.safe_dump(resource(docs, "ClusterServingRuntime", "kserve-vllm").obj))
+    other["apiVersion"], other["metadata"]["name"] = "serving.example.com/v1alpha1", "look-alike"
+    env = lint.Environment(docs + [lint.Resource("other-layer", other)], lint.Settings())
+    assert list(lint.runtime_admission(env)) == []
