@@ -495,6 +495,8 @@ REFUSALS = {
                              "ollamaInferenceService.name: 'twin' names two models"),
     "Ollama on 9 GPUs": ({"ollamaInferenceService": {"enabled": True, "gpu": 9}},
                          "ollamaInferenceService.gpu: use 0 (CPU) to 8 GPUs, got 9"),
+    "a flag as a quantity": ({"ollamaInferenceService": {"resources": {"requests": {"cpu": True}}}},
+                             "ollamaInferenceService.resources: must be {requests"),
     "model name of 46 characters": ({"inferenceService": {"enabled": True, "name": "m" * 46}},
                                     f"inferenceService.name: '{'m' * 46}' is not a model name: use at most 45"),
     "model name with a trailing dash": ({"inferenceService": {"enabled": True, "name": "llama-"}},
@@ -583,6 +585,29 @@ def test_every_refused_key_is_reported_at_once(tmp_path):
 def test_placeholders_follow_the_secrets_provider(tmp_path, provider, filled):
     answers = helm_import.import_file(HELM_VALUES / "llama-70b.yaml", tmp_path / "answers.yml")
     assert set(helm_import.placeholders_filled({**answers, "secrets_provider": provider})) == filled
+
+
+@pytest.mark.parametrize("s3_auth, filled", [
+    ("static", {"repo_url", "s3_bucket", "eso_store_name", "eso_s3_key"}),  # the key pair comes from the store
+    ("keyless", {"repo_url", "s3_bucket"}),  # IRSA / workload identity: no keys, no store
+])
+def test_placeholders_follow_the_s3_auth(tmp_path, s3_auth, filled):
+    answers = helm_import.import_file(HELM_VALUES / "llamacpp-s3.yaml", tmp_path / "answers.yml")
+    answers = {**answers, "secrets_provider": "external-secrets", "s3_auth": s3_auth}
+    assert set(helm_import.placeholders_filled(answers)) == filled
+
+
+def test_the_catalog_fills_tensor_parallel_size_for_vllm_only():
+    for name, model in helm_import._catalog_models().items():
+        assert model["tensorParallelSize"] == (model["gpus"] if model["runtime"] == "vllm" else None), name
+
+
+def test_a_values_file_that_is_not_yaml_is_refused(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text("inferenceService: {enabled: [\n")
+    with pytest.raises(InputError, match="values.yaml: not valid YAML: "):
+        helm_import.import_file(values, tmp_path / "answers.yml")
+    assert not (tmp_path / "answers.yml").exists()
 
 
 @pytest.mark.parametrize("value, ok", [

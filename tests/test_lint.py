@@ -713,3 +713,28 @@ def test_a_runtime_of_another_api_group_is_not_kserves_to_admit():
     other["apiVersion"], other["metadata"]["name"] = "serving.example.com/v1alpha1", "look-alike"
     env = lint.Environment(docs + [lint.Resource("other-layer", other)], lint.Settings())
     assert list(lint.runtime_admission(env)) == []
+
+
+def test_a_namespaced_runtime_is_no_rival_of_a_cluster_runtime():
+    # The webhook compares runtimes of one scope: a ServingRuntime in llm beside a ClusterServingRuntime is admitted.
+    docs = built("runtime-admission")
+    namespaced = yaml.safe_load(yaml.safe_dump(resource(docs, "ClusterServingRuntime", "kserve-vllm").obj))
+    namespaced.update(kind="ServingRuntime", metadata={"name": "ns-vllm", "namespace": "llm"})
+    env = lint.Environment(docs + [lint.Resource("other-layer", namespaced)], lint.Settings())
+    assert list(lint.runtime_admission(env)) == []
+
+
+def test_a_runtime_of_another_api_group_is_no_pod_template():
+    docs = built("capacity")
+    runtime = resource(docs, "ClusterServingRuntime", "kserve-llamacpp")
+    runtime.obj["apiVersion"] = "serving.zzz.io/v1alpha1"  # sorts after serving.kserve.io
+    assert "kserve-llamacpp" not in {p.res.name for p in lint.Environment(docs, lint.Settings()).pods()}
+
+
+def test_a_settings_file_that_is_not_yaml_names_the_parsers_first_line(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / ".servingops.yaml").write_text("lint: [\n")
+    with pytest.raises(InputError) as refused:
+        lint.lint_paths([repo])
+    assert "not valid YAML (while parsing a flow node): fix the syntax" in str(refused.value)
