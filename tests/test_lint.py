@@ -206,6 +206,16 @@ def test_flux_entry_points_decide_the_group_not_the_layout(tmp_path):
     assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV[:2])]
 
 
+def test_argocd_entry_points_decide_the_group_not_the_layout(tmp_path):
+    # Argo CD syncs only the models and platform layers here: the layout would have added secrets/dev.
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    apps = repo / "clusters" / "argocd" / "dev.yaml"
+    apps.write_text(yaml.safe_dump_all(
+        [d for d in yaml.safe_load_all(apps.read_text()) if d["spec"]["source"]["path"] != "secrets/dev"]))
+    assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV[:2])]
+
+
 def test_without_entry_points_the_environments_layout_groups(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo)
@@ -410,6 +420,8 @@ def test_generated_runtimes_are_admitted_beside_every_release(tmp_path, release)
         {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/chat"}}}]}],
      "/chat"),
     ("/v1/x", [{"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {}}]}], "/v1/x"),
+    ("/v1/chat/completions", [{"matches": [{"path": {"type": "Exact", "value": "/v1/models"}}]}], None),
+    ("/v1/models", [{"matches": [{"path": {"type": "Exact", "value": "/v1/models"}}]}], "/v1/models"),
 ])
 def test_forwarded_path_follows_gateway_api_matching(path, rules, forwarded):
     assert lint._forwarded_path(path, rules) == forwarded
@@ -738,3 +750,8 @@ def test_a_settings_file_that_is_not_yaml_names_the_parsers_first_line(tmp_path)
     with pytest.raises(InputError) as refused:
         lint.lint_paths([repo])
     assert "not valid YAML (while parsing a flow node): fix the syntax" in str(refused.value)
+
+
+def test_init_containers_are_named_as_such():
+    found = lint._containers({"initContainers": [{"name": "fetch"}], "containers": [{"name": "server"}]})
+    assert [c.where for c in found] == ["init container fetch", "container server"]
