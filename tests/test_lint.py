@@ -216,6 +216,27 @@ def test_argocd_entry_points_decide_the_group_not_the_layout(tmp_path):
     assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV[:2])]
 
 
+def test_a_flux_entry_point_waits_for_the_models_of_its_layer(tmp_path):
+    # clusters/flux/dev syncs the models layer with a 5m timeout; qwen may take 60m to load.
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    shutil.rmtree(repo / "clusters" / "argocd")
+    flux = repo / "clusters" / "flux" / "dev"
+    flux.mkdir(parents=True)
+    (flux / "layers.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
+         "spec": {"interval": "10m", "timeout": "5m", "path": f"./{path}", "prune": True,
+                  "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
+        for layer, path in zip(("models", "platform", "secrets"), DEV)]))
+    models = repo / "environments" / "dev" / "models" / "kustomization.yaml"
+    models.write_text(models.read_text() + (
+        "patches:\n  - target: {kind: InferenceService, name: qwen}\n    patch: |-\n      - op: add\n"
+        "        path: /metadata/annotations\n        value: {serving.knative.dev/progress-deadline: 60m}\n"))
+    report = lint.lint_paths([repo])
+    assert [(f.overlay, f.resource, f.rule) for f in report.findings] == [
+        (display_path(flux / "layers.yaml"), "Kustomization models", "timeouts")], report.failures()
+
+
 def test_without_entry_points_the_environments_layout_groups(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo)
