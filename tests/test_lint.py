@@ -776,3 +776,16 @@ def test_a_settings_file_that_is_not_yaml_names_the_parsers_first_line(tmp_path)
 def test_init_containers_are_named_as_such():
     found = lint._containers({"initContainers": [{"name": "fetch"}], "containers": [{"name": "server"}]})
     assert [c.where for c in found] == ["init container fetch", "container server"]
+
+
+def test_a_query_that_does_not_select_the_pod_label_needs_no_podmonitor_label():
+    docs = built("keda-scaling")
+    for doc in docs:
+        if doc.kind == "PodMonitor":
+            doc.obj["spec"].pop("podTargetLabels", None)  # copies no pod label
+    isvc = resource(docs, "InferenceService", "qwen")
+    [metric] = isvc.obj["spec"]["predictor"]["autoScaling"]["metrics"]
+    env = lint.Environment(docs, lint.Settings())
+    assert [f.message for f in lint.RULES["keda-scaling"].check(env)] != []  # the label it selects is not copied
+    metric["external"]["metric"]["query"] = 'sum(vllm:num_requests_waiting{namespace="llm"})'
+    assert list(lint.RULES["keda-scaling"].check(lint.Environment(docs, lint.Settings()))) == []
