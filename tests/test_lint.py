@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import lint, render
+from servingops import capacity, lint, render
 from servingops.cli import main
 from servingops.errors import InputError
 from servingops.validate import display_path, kustomize_build, split_documents
@@ -789,3 +789,67 @@ def test_a_query_that_does_not_select_the_pod_label_needs_no_podmonitor_label():
     assert [f.message for f in lint.RULES["keda-scaling"].check(env)] != []  # the label it selects is not copied
     metric["external"]["metric"]["query"] = 'sum(vllm:num_requests_waiting{namespace="llm"})'
     assert list(lint.RULES["keda-scaling"].check(lint.Environment(docs, lint.Settings()))) == []
+
+
+def test_an_unknown_model_server_has_no_openai_prefix():
+    docs = built("route-openai-path")
+    runtime = resource(docs, "ClusterServingRuntime", "kserve-vllm").obj["spec"]["containers"][0]
+    runtime["image"] = "example.com/custom-server:1"
+    runtime["args"] = ["--backend=vllm"]
+    env = lint.Environment(docs, lint.Settings())
+    assert lint._openai_prefix(env, predictor(env, "qwen")) is None
+
+
+def test_other_env_variables_are_no_openai_prefix():
+    docs = built("route-openai-path")
+    resource(docs, "ClusterServingRuntime", "kserve-vllm").obj["spec"]["containers"][0]["env"] = [
+        {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}]  # sorts after KSERVE_OPENAI_ROUTE_PREFIX
+    env = lint.Environment(docs, lint.Settings())
+    assert lint._openai_prefix(env, predictor(env, "qwen")) == "/openai"
+
+
+def test_one_entry_point_file_for_two_clusters_is_two_environments(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    apps = repo / "clusters" / "argocd" / "dev.yaml"
+    docs = list(yaml.safe_load_all(apps.read_text()))
+    docs[0]["spec"]["destination"]["name"] = "other-cluster"  # dev-platform
+    apps.write_text(yaml.safe_dump_all(docs))
+    groups = lint.environment_groups(repo.resolve())
+    assert sorted(sorted(p.name for p in g) for g in groups) == [["dev", "models"], ["platform"]]
+
+
+def test_a_model_too_big_for_its_gpu_names_the_gpu():
+    docs = built("capacity")
+    isvc = resource(docs, "InferenceService", "qwen").obj
+    isvc.setdefault("metadata", {})["annotations"] = {capacity.ANNOTATION: json.dumps(
+        {"parameters": 70_000_000_000, "layers": 80, "kvHeads": 8, "headDim": 128, "bytesPerWeight": 2,
+         "downloadBytes": 1})}
+    isvc["spec"]["predictor"]["nodeSelector"] = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}
+    isvc["spec"]["predictor"]["model"]["args"] = ["--max-model-len=8192"]
+    messages = [f.message for f in lint.capacity_rule(lint.Environment(docs, lint.Settings()))]
+    assert any(" MiB per GPU " in m and "its GPU offers" in m for m in messages), messages
+
+
+def test_an_inference_service_without_a_model_has_no_capacity_to_check():
+    docs = built("capacity")
+    predictor_spec = resource(docs, "InferenceService", "tiny").obj["spec"]["predictor"]
+    del predictor_spec["model"]
+    predictor_spec["containers"] = [{"name": "kserve-container", "image": "example.com/server:1"}]
+    assert list(lint.capacity_rule(lint.Environment(docs, lint.Settings()))) == []
+
+
+def test_a_pool_over_a_model_whose_runtime_is_missing_does_not_crash():
+    docs = built("pool-non-vllm")
+    resource(docs, "InferenceService", "qwen").obj["spec"]["predictor"]["model"]["runtime"] = "kserve-nope"
+    assert list(lint.RULES["pool-non-vllm"].check(lint.Environment(docs, lint.Settings()))) == []
+
+
+def test_keda_rules_check_every_model_whatever_comes_first():
+    docs = built("keda-scaling", "bad")
+    expected = [f.message for f in lint.RULES["keda-scaling"].check(lint.Environment(docs, lint.Settings()))]
+    plain = yaml.safe_load(yaml.safe_dump(resource(docs, "InferenceService", "tiny").obj))
+    plain["metadata"] = {"name": "plain", "namespace": "llm"}  # not scaled by KEDA, and first
+    found = [f.message for f in lint.RULES["keda-scaling"].check(
+        lint.Environment([lint.Resource(docs[0].overlay, plain)] + docs, lint.Settings()))]
+    assert found == expected and found
