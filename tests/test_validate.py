@@ -14,6 +14,8 @@ import pytest
 
 from conftest import write
 from servingops import releases
+from servingops import validate as validate_module
+from servingops.errors import CommandError
 from servingops.lint import Finding, LintReport
 from servingops.validate import (ERROR, INVALID, VALID, Report, ResourceResult, TargetResult, Verdict, _combine,
                                  _namespaces, _verdict, server_crd_sources, server_dry_run, split_documents,
@@ -134,10 +136,13 @@ def test_broken_kustomization_fails_with_kustomizes_message(tmp_path, store):
 
 
 def test_each_overlay_is_judged_by_its_own_resources(tmp_path, store):
-    good = overlay(tmp_path / "good", isvc=ISVC)
-    bad = overlay(tmp_path / "bad", isvc=ISVC.replace("storageUri", "storageUrl"))
-    report = check([good, bad])
-    assert {Path(t.target).name: t.status for t in report.targets} == {"good": VALID, "bad": INVALID}
+    # One bad overlay between two good ones (the paths sort on either side of it).
+    for name in ("a-good", "c-good"):
+        overlay(tmp_path / name, isvc=ISVC)
+    overlay(tmp_path / "b-bad", isvc=ISVC.replace("storageUri", "storageUrl"))
+    report = check([tmp_path / "a-good", tmp_path / "b-bad", tmp_path / "c-good"])
+    assert {Path(t.target).name: t.status for t in report.targets} == {
+        "a-good": VALID, "b-bad": INVALID, "c-good": VALID}
 
 
 def test_a_file_that_is_not_yaml_is_an_error_of_its_own(tmp_path, store):
@@ -322,3 +327,13 @@ def test_failures_list_each_problem_once():
         Finding(broken, "InferenceService llm/q", "ref-runtime", "no runtime").line(),
     ]
     assert (report.errors, report.count(INVALID), report.ok) == (2, 1, False)  # the overlay's and c's
+
+
+def test_kubeconform_without_a_json_report_is_an_error(tmp_path, monkeypatch):
+    fake = tmp_path / "kubeconform"
+    fake.write_text("#!/bin/sh\necho 'panic: out of memory' >&2\necho not json\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(validate_module, "tool_path", lambda name: fake)
+    store = types.SimpleNamespace(kubernetes_version="1.34.0", location=str(tmp_path), path=tmp_path)
+    with pytest.raises(CommandError, match=r"kubeconform printed no JSON report \(exit 3\): .*panic: out of memory"):
+        validate_module.kubeconform_verdicts(["kind: ConfigMap\n"], store)
