@@ -337,3 +337,19 @@ def test_kubeconform_without_a_json_report_is_an_error(tmp_path, monkeypatch):
     store = types.SimpleNamespace(kubernetes_version="1.34.0", location=str(tmp_path), path=tmp_path)
     with pytest.raises(CommandError, match=r"kubeconform printed no JSON report \(exit 3\): .*panic: out of memory"):
         validate_module.kubeconform_verdicts(["kind: ConfigMap\n"], store)
+
+
+def test_the_servers_verdicts_join_each_resources(tmp_path, store, monkeypatch):
+    # validate(server=True) with the kube-apiserver replaced by its verdicts (tests/test_apiserver.py runs a real one).
+    asked = []
+
+    def fake_server(objects, sources, *, jobs=None):
+        asked.append(sorted(o["kind"] for o in objects))
+        return [Verdict(INVALID, "denied") if o["kind"] == "InferenceService" else Verdict(VALID) for o in objects]
+
+    monkeypatch.setattr(validate_module, "server_verdicts", fake_server)
+    report = validate([overlay(tmp_path, runtime=RUNTIME, isvc=ISVC)], lint=False, server=True)
+    assert asked == [["ClusterServingRuntime", "InferenceService"]]
+    assert statuses(report) == {("ClusterServingRuntime", "kserve-vllm"): (VALID, ""),
+                                ("InferenceService", "qwen25-1-5b"): (INVALID, "kube-apiserver: denied")}
+    assert report.server.startswith("kube-apiserver v")
