@@ -302,11 +302,17 @@ def test_inference_pool_selects_the_vllm_model_and_the_route_targets_it(example,
     assert args[args.index("-poolNamespace" if legacy else "--pool-namespace") + 1] == "llm-platform"
     assert container["image"].startswith("ghcr.io/llm-d/") and container["readinessProbe"]["grpc"]["port"] == 9003
     assert pod["serviceAccountName"] == epp and epp in rendered.kind("ServiceAccount", "gpu")
-    role = rendered.kind("Role", "gpu")[epp]
+    # Its rules: the admin-owned ClusterRole of the platform layer (synced before the models), bound in its namespace.
+    assert not rendered.kind("Role", "gpu")
+    binding = rendered.kind("RoleBinding", "gpu")[epp]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": epp, "namespace": "llm-platform"}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "llm-serving-endpoint-picker"}
+    role = rendered.kind("ClusterRole", "gpu", "platform")[binding["roleRef"]["name"]]
+    assert role["metadata"]["labels"]["model-serving.io/layer"] == "admin"
     assert {v for r in role["rules"] for v in r["verbs"]} == {"get", "list", "watch"}  # read-only
     assert {"pods", "inferencepools"} <= {res for r in role["rules"] for res in r["resources"]}
-    binding = rendered.kind("RoleBinding", "gpu")[epp]
-    assert binding["roleRef"]["name"] == epp and binding["subjects"] == [{"kind": "ServiceAccount", "name": epp, "namespace": "llm-platform"}]
+    assert {g for r in role["rules"] for g in r["apiGroups"]} >= {api_version.split("/")[0]}
     assert ("--config-file" in args) == (kserve_version == "v0.20")  # llm-d-router v0.10.0: the chart's plugins
     if "--config-file" in args:
         config = rendered.kind("ConfigMap", "gpu")[epp]["data"]["default-plugins.yaml"]

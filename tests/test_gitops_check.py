@@ -140,11 +140,13 @@ def test_cli_exits_nonzero_with_the_engines_message(tmp_path, capsys):
 def test_flux_tenant_reads_what_its_health_checks_read(tmp_path):
     """Multi-tenant Flux (flux_service_account): the Kustomizations apply and health-check as the tenant, under the
     box's RBAC. kstatus reads a Deployment with its ReplicaSets and their Pods: without those reads in the tenant's
-    Role the models Kustomization stays in its health wait. (Without inference-pool: see docs/performance.md.)"""
+    Role the models Kustomization stays in its health wait. With inference-pool, the tenant (no `bind`) writes each
+    endpoint picker's RoleBinding: the API server resolves the role it names, which must already exist (the admin's
+    ClusterRole) and grant nothing the tenant does not hold."""
     repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "gitops_engine": "flux",
                                              "kserve_version": "v0.20", "flux_service_account": "llm-tenant",
                                              "environments": [{"name": "gpu", "cluster": "in-cluster",
-                                                               "components": ["gpu", "monitoring"]}]})
+                                                               "components": ["gpu", "monitoring", "inference-pool"]}]})
     (bootstrap,) = run(repo, "flux", timeout=180)
     assert bootstrap.ok, "\n".join(bootstrap.lines())
     assert {u.name for u in bootstrap.units} == {"flux-system", "llm-serving-platform", "llm-serving-models"}

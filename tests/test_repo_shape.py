@@ -458,7 +458,7 @@ def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomiz
                for g in rule["apiGroups"] for r in rule["resources"]}
     assert managed == {(group_of(o), resource_info((group_of(o), o["kind"]))[1]) for o in namespaced}
     assert all("resourceNames" not in rule for rule in role["rules"])
-    # Beyond that, read-only: what the endpoint pickers' Roles grant (RBAC lets only a holder grant it) and what
+    # Beyond that, read-only: what the endpoint pickers' bindings grant (RBAC lets only a holder grant it) and what
     # the models layer's health checks read (a Deployment is read with its ReplicaSets and their Pods).
     extra = [rule for rule in role["rules"] if "create" not in rule["verbs"]]
     assert all(sorted(rule["verbs"]) == ["get", "list", "watch"] for rule in extra)
@@ -469,9 +469,27 @@ def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomiz
             needs = HEALTH_CHECK_READS[(check["apiVersion"].rpartition("/")[0], check["kind"])]
             assert needs <= readable, f"the tenant cannot read what the health check on {check['name']} reads"
 
+    # The RoleBindings the tenant writes (the endpoint pickers'): without `bind`, the API server resolves the role a
+    # binding names and requires the writer to hold all of it (kubernetes pkg/registry/rbac/rolebinding/policybased).
+    # So the role exists before the tenant's layer is applied, i.e. the admin applies it (a Role in the same layer is
+    # missing during Flux's dry run), and the tenant's Role holds every permission it grants.
+    admin_roles = {(o["kind"], o["metadata"]["name"]): o for o in objs if o["kind"] == "ClusterRole"
+                   and o["metadata"].get("labels", {}).get("model-serving.io/layer") == "admin"}
+    held = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+    for binding in (o for o in applied if o["kind"] == "RoleBinding"):
+        ref = binding["roleRef"]
+        assert (ref["kind"], ref["name"]) in admin_roles, \
+            f"RoleBinding {binding['metadata']['name']} names {ref}: not an admin-owned role"
+        granted = {(g, r, v) for rule in admin_roles[ref["kind"], ref["name"]]["rules"]
+                   for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        assert granted <= held, f"the tenant cannot grant {sorted(granted - held)} without bind"
+        assert {v for _, _, v in granted} <= {"get", "list", "watch"}
+
     # Cluster-scoped kinds: reads may be cluster-wide; every write is narrowed to the names the tenant applies.
     cluster_objs = [o for o in applied if resource_info((group_of(o), o["kind"]))[0] == "Cluster"]
-    cluster_roles = [o for o in objs if o["kind"] == "ClusterRole"]
+    cluster_roles = [o for o in objs
+                     if o["kind"] == "ClusterRole" and ("ClusterRole", o["metadata"]["name"]) not in admin_roles]
     cluster_bindings = [o for o in objs if o["kind"] == "ClusterRoleBinding"]
     assert len(cluster_roles) == len(cluster_bindings) == (1 if cluster_objs else 0)
     writes: dict[tuple[str, str], set[str]] = {}
@@ -497,8 +515,8 @@ def check_flux_tenant_rbac(repo: Path, answers: dict, objs: list[dict], kustomiz
         for rule in rbac_role["rules"]:
             assert not set(rule["verbs"]) & ESCALATING_VERBS, f"{rbac_role['kind']} grants {rule['verbs']}"
             assert "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
-            if "rbac.authorization.k8s.io" in rule["apiGroups"]:  # only the endpoint pickers' Roles, in its namespace
-                assert rbac_role is role and set(rule["resources"]) <= {"roles", "rolebindings"}, rule
+            if "rbac.authorization.k8s.io" in rule["apiGroups"]:  # only the endpoint pickers' bindings, in its namespace
+                assert rbac_role is role and set(rule["resources"]) <= {"rolebindings"}, rule
     # Nothing in Flux's namespace: its Git credentials and decryption keys live there.
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding") and o["metadata"]["namespace"] == flux_ns]
 
