@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from servingops import releases, render
 from servingops.tools import PROJECT_ROOT
@@ -434,9 +435,13 @@ def test_kserve_v016_repo_updates_to_v020_keeping_a_hand_edit(template_repo: Pat
     # The AppProject admits the new InferencePool group instead of the old one.
     project = (repo / "clusters/argocd/appproject.yaml").read_text()
     assert "inference.networking.k8s.io" in project and "inference.networking.x-k8s.io" not in project
-    # The endpoint picker's image is the release's too (releases.yml).
+    # The endpoint picker's image is the release's too (releases.yml), and so are the API groups it reads
+    # (the admin-owned ClusterRole its RoleBinding names).
     assert status(repo) == {" M .copier-answers.yml", " M README.md", f" M {VLLM_PIN_FILE}", f" M {POOL_FILE}",
-                            " M clusters/argocd/appproject.yaml", " M components/inference-pool/endpoint-picker.yaml"}
+                            " M clusters/argocd/appproject.yaml", " M components/inference-pool/endpoint-picker.yaml",
+                            " M platform/admin/endpoint-picker-role.yaml"}
+    picker_role = yaml.safe_load((repo / "platform/admin/endpoint-picker-role.yaml").read_text())
+    assert {"inference.networking.k8s.io", "llm-d.ai"} <= {g for r in picker_role["rules"] for g in r["apiGroups"]}
     report = validate([repo], store_dir=STORE)  # the recorded release, now v0.20: its CRDs
     assert report.ok, "\n".join(report.failures())
     assert (STORE / "kserve-v0.20" / "index.json").is_file()
