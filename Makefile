@@ -9,7 +9,7 @@ DEMO := build/demo
 # pytest workers: one per core unless told otherwise (`make test JOBS=1`)
 JOBS ?= auto
 
-.PHONY: help setup tools crds control-plane engines schemas test test-fast test-gitops demo clean fuzz-long mutation
+.PHONY: help setup tools crds control-plane engines schemas lint test test-fast test-gitops demo clean fuzz-long mutation
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ crds: $(INSTALLED)
 schemas: setup ## build the offline schema store (.cache/schemas)
 	$(BIN)/servingops schemas build
 
-test: setup control-plane ## run every test (the full overlay matrix and the kube-apiserver checks included)
+lint: setup ## ruff over the tooling, tests and scripts: pyflakes, pycodestyle errors, bugbear, pyupgrade
+	$(BIN)/ruff check .
+
+test: setup control-plane lint ## run every test (the full overlay matrix and the kube-apiserver checks included)
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup -m "not gitops"
 
 test-gitops: setup engines ## the real Argo CD and Flux sync a generated repo in a cluster in a box

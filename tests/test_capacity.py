@@ -13,12 +13,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import re
 from pathlib import Path
 
 import jinja2
 import pytest
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from conftest import built_docs, copy_repo

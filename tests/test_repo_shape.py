@@ -92,8 +92,6 @@ CORE_KINDS = {
     ("networking.k8s.io", "NetworkPolicy"): ("Namespaced", "networkpolicies"),
     ("rbac.authorization.k8s.io", "ClusterRole"): ("Cluster", "clusterroles"),
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): ("Cluster", "clusterrolebindings"),
-    ("rbac.authorization.k8s.io", "Role"): ("Namespaced", "roles"),
-    ("rbac.authorization.k8s.io", "RoleBinding"): ("Namespaced", "rolebindings"),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"): ("Cluster", "validatingadmissionpolicies"),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"): ("Cluster", "validatingadmissionpolicybindings"),
 }
@@ -380,7 +378,7 @@ def test_flux_entry_points(name, rendered):
         assert by_layer.keys() == layers, env
         name_of = {layer: k["metadata"]["name"] for layer, k in by_layer.items()}
         models = by_layer["models"]["spec"]
-        assert {d["name"] for d in models["dependsOn"]} == {name_of[l] for l in layers - {"models"}}
+        assert {d["name"] for d in models["dependsOn"]} == {name_of[layer] for layer in layers - {"models"}}
         if "secrets" in layers:
             assert [d["name"] for d in by_layer["secrets"]["spec"]["dependsOn"]] == [name_of["platform"]]
         assert by_layer["platform"]["spec"]["wait"] is True

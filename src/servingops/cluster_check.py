@@ -26,7 +26,7 @@ import yaml
 
 from . import kserve_build, render, schemas
 from .clusterbox import ClusterBox, load_manifests, load_yaml_documents
-from .errors import InputError, ServingOpsError
+from .errors import InputError
 from .kubeapi import ApiError
 from .tools import PROJECT_ROOT
 from .build import YAML_LOADER, kustomize_build
@@ -395,7 +395,7 @@ def node_pools(env: Environment, answers: dict) -> list[tuple[str, dict, dict, l
 
 def _describe_pools(pools) -> str:
     parts = []
-    for prefix, labels, capacity, _ in pools:
+    for _, labels, capacity, _ in pools:
         if "nvidia.com/gpu" in capacity:
             parts.append(f"{NODES_PER_POOL} GPU nodes ({capacity['nvidia.com/gpu']}x {labels['nvidia.com/gpu.product']}, "
                          f"{capacity['cpu']} cpu, {capacity['memory']}, taint {GPU_TAINT['key']}={GPU_TAINT['value']}:"

@@ -65,7 +65,7 @@ class Pki:
     serving_key = property(lambda self: self.folder / "tls.key")
 
     @classmethod
-    def create(cls, folder: Path) -> "Pki":
+    def create(cls, folder: Path) -> Pki:
         """A throwaway CA and a serving certificate for 127.0.0.1: KServe's webhook server (the API server's CA
         bundle for the webhooks is this CA)."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ class ClusterBox:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "ClusterBox":
+    def __enter__(self) -> ClusterBox:
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="servingops-box-")
             self.workdir = Path(self._tmp.name)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import calendar
-import copy
 import json
 import secrets
 import shutil
@@ -108,7 +107,7 @@ class Simulators:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error = ""
 
-    def __enter__(self) -> "Simulators":
+    def __enter__(self) -> Simulators:
         self._thread.start()
         return self
 

@@ -81,7 +81,7 @@ class GitServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "GitServer":
+    def __enter__(self) -> GitServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self._thread.start()
         return self

@@ -78,7 +78,7 @@ POD_TEMPLATE_PATHS = {  # workload kind -> path to its pod spec
 class Rule:
     id: str  # stable, shown in every finding: [id]
     why: str  # one line: what must hold
-    check: Callable[["Environment"], Iterable["Finding"]]
+    check: Callable[[Environment], Iterable[Finding]]
 
 
 RULES: dict[str, Rule] = {}  # id -> rule, in catalogue order (the order findings come in)
@@ -87,7 +87,7 @@ RULES: dict[str, Rule] = {}  # id -> rule, in catalogue order (the order finding
 def rule(rule_id: str, why: str) -> Callable:
     """Register the decorated `check(env) -> findings` as rule `rule_id` of the catalogue."""
 
-    def register(check: Callable[["Environment"], Iterable["Finding"]]) -> Callable:
+    def register(check: Callable[[Environment], Iterable[Finding]]) -> Callable:
         if rule_id in RULES:
             raise ValueError(f"lint rule {rule_id} is registered twice")
         RULES[rule_id] = Rule(rule_id, why, check)
@@ -228,7 +228,7 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
     return list(dict.fromkeys(frozenset(g) for g in groups.values()))
 
 
-def _entry_points(root: Path, layers: dict[Path, str]) -> list[tuple["Resource", str]]:
+def _entry_points(root: Path, layers: dict[Path, str]) -> list[tuple[Resource, str]]:
     """The Flux Kustomizations and Argo CD Applications under clusters/ that sync one of `layers` (path -> label)."""
     found = []
     for file in _yaml_files(root / "clusters"):
@@ -1200,7 +1200,7 @@ def ns_gateway_ingress(env: Environment) -> Iterator[Finding]:
     wanted = [("namespace", n) for n in env.settings.gateway_namespaces] + [("cidr", c) for c in env.settings.gateway_cidrs]
     if not wanted:
         return
-    for ns, isvc in _model_namespaces(env):
+    for ns, _ in _model_namespaces(env):
         policies = [p for p in env.kind("NetworkPolicy", ns)
                     if "Ingress" in (_get(p.obj, "spec", "policyTypes") or []) and _selects_all(p)]
         if not policies:

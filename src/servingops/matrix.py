@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -689,7 +688,7 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
             report.rejections.append({"id": rejection.id, "why": rejection.why, "ok": ok, "message": message,
                                       "answers": rejection.answers})
         build_progress = Progress("build", len(built), stream)
-        for future in as_completed(built.values()):
+        for _ in as_completed(built.values()):
             build_progress.step()
     report.overlays_built = len(digests)
     report.overlays_distinct = len(built)
