@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import sys
@@ -86,6 +87,8 @@ def batch_mode() -> None:
     - It parses YAML answers (the catalog among them) with PyYAML's pure-Python loader; libyaml reads them the same.
     - It asks git, once per rendered file, whether the destination's index needs an executable bit: a fresh
       folder outside any git repository never does.
+    - It parses copier.yml again on every run (half of a refused run's time): the same file parses the same, so
+      keep one parse per file version and hand each run its own copy.
     """
     if getattr(jinja2.Environment.compile, "servingops_cached", False):
         return
@@ -114,6 +117,18 @@ def batch_mode() -> None:
     if not callable(getattr(copier_main, "is_git_available", None)):  # copier internals moved: say so, loudly
         raise RuntimeError("copier._main.is_git_available is gone: update render.batch_mode for this copier")
     copier_main.is_git_available = lambda: False
+    copier_template = sys.modules["copier._template"]
+    parse_config = copier_template.load_template_config
+    parsed: dict[tuple, Any] = {}
+
+    def load_template_config(conf_path: Path, quiet: bool = False) -> dict[str, Any]:
+        stat = Path(conf_path).stat()
+        key = (str(conf_path), stat.st_mtime_ns, stat.st_size, quiet)
+        if key not in parsed:
+            parsed[key] = parse_config(conf_path, quiet)
+        return copy.deepcopy(parsed[key])
+
+    copier_template.load_template_config = load_template_config
 
 
 def load_answers(path: Path) -> dict[str, Any]:
