@@ -173,26 +173,8 @@ def test_references_resolve_across_the_environment(path):
     assert report.overlays == layers(*DEV)
 
 
-def test_flux_entry_points_group_the_same_way(tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO, repo)
-    shutil.rmtree(repo / "clusters" / "argocd")
-    flux = repo / "clusters" / "flux" / "dev"
-    flux.mkdir(parents=True)
-    docs = [
-        {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
-         "spec": {"interval": "10m", "path": f"./{path}", "prune": True,
-                  "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
-        for layer, path in zip(("models", "platform", "secrets"), DEV)
-    ]
-    (flux / "layers.yaml").write_text(yaml.safe_dump_all(docs))
-    assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV)]
-    report = lint.lint_paths([repo])
-    assert report.ok and report.overlays == layers(*DEV, root=repo), report.failures()
-
-
-def test_flux_entry_points_decide_the_group_not_the_layout(tmp_path):
-    # Flux syncs only the models and platform layers here: the layout would have added secrets/dev.
+def flux_entry_point(tmp_path: Path, names: tuple[str, ...], **spec) -> tuple[Path, Path]:
+    """A copy of the fixture repo synced by Flux instead of Argo CD: one Kustomization per layer (name) of DEV."""
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo)
     shutil.rmtree(repo / "clusters" / "argocd")
@@ -200,9 +182,22 @@ def test_flux_entry_points_decide_the_group_not_the_layout(tmp_path):
     flux.mkdir(parents=True)
     (flux / "layers.yaml").write_text(yaml.safe_dump_all([
         {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
-         "spec": {"interval": "10m", "path": f"./{path}", "prune": True,
+         "spec": {"interval": "10m", **spec, "path": f"./{path}", "prune": True,
                   "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
-        for layer, path in zip(("models", "platform"), DEV)]))
+        for layer, path in zip(names, DEV)]))
+    return repo, flux
+
+
+def test_flux_entry_points_group_the_same_way(tmp_path):
+    repo, _ = flux_entry_point(tmp_path, ("models", "platform", "secrets"))
+    assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV)]
+    report = lint.lint_paths([repo])
+    assert report.ok and report.overlays == layers(*DEV, root=repo), report.failures()
+
+
+def test_flux_entry_points_decide_the_group_not_the_layout(tmp_path):
+    # Flux syncs only the models and platform layers here: the layout would have added secrets/dev.
+    repo, _ = flux_entry_point(tmp_path, ("models", "platform"))
     assert lint.environment_groups(repo.resolve()) == [frozenset(repo.resolve() / n for n in DEV[:2])]
 
 
@@ -218,16 +213,7 @@ def test_argocd_entry_points_decide_the_group_not_the_layout(tmp_path):
 
 def test_a_flux_entry_point_waits_for_the_models_of_its_layer(tmp_path):
     # clusters/flux/dev syncs the models layer with a 5m timeout; qwen may take 60m to load.
-    repo = tmp_path / "repo"
-    shutil.copytree(REPO, repo)
-    shutil.rmtree(repo / "clusters" / "argocd")
-    flux = repo / "clusters" / "flux" / "dev"
-    flux.mkdir(parents=True)
-    (flux / "layers.yaml").write_text(yaml.safe_dump_all([
-        {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": layer},
-         "spec": {"interval": "10m", "timeout": "5m", "path": f"./{path}", "prune": True,
-                  "sourceRef": {"kind": "GitRepository", "name": "llm"}}}
-        for layer, path in zip(("models", "platform", "secrets"), DEV)]))
+    repo, flux = flux_entry_point(tmp_path, ("models", "platform", "secrets"), timeout="5m")
     models = repo / "environments" / "dev" / "models" / "kustomization.yaml"
     models.write_text(models.read_text() + (
         "patches:\n  - target: {kind: InferenceService, name: qwen}\n    patch: |-\n      - op: add\n"
