@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,13 @@ def write(folder: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return folder
+
+
+def terminal_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT: Ctrl-C as in a terminal. A job started in the
+    background by a non-interactive shell (`nohup make test &`) inherits SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored, so the child would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def child_pids(pid: int) -> set[int]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from servingops import apiserver, controlplane, releases, render, schemas
-from conftest import child_pids
+from conftest import child_pids, terminal_sigint
 from servingops.tools import PROJECT_ROOT
 from servingops.validate import ERROR, INVALID, VALID, kustomize_build, server_crd_sources, validate
 
@@ -173,7 +173,7 @@ def alive(pid: int) -> bool:
 def start_validate_and_wait_for_server(path: Path) -> tuple[subprocess.Popen, set[int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "servingops", "validate", "--server", "--no-lint", str(path)],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint,
     )
     deadline = time.monotonic() + 600
     # the server, not `kube-apiserver --version` (run first to check the binary)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import child_pids
+from conftest import child_pids, terminal_sigint
 from servingops import cluster_check, render
 from servingops.tools import PROJECT_ROOT
 
@@ -150,7 +150,8 @@ def test_ctrl_c_stops_every_process(tmp_path):
     repo = render.render(tmp_path / "repo", {"deployment_mode": "Standard", "catalog_models": ["qwen3-4b"],
                                              "environments": [{"name": "cpu", "cluster": "in-cluster", "components": ["cpu"]}]})
     proc = subprocess.Popen([sys.executable, "-m", "servingops", "cluster-check", str(repo)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=terminal_sigint)
     started: set[int] = set()
     try:
         for line in proc.stdout:
