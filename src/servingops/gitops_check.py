@@ -704,12 +704,23 @@ def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dir
                 phases.append(phase)
                 for line in phase.lines():
                     log(line)
-                if day2 and phase.ok:
-                    model, new, message, new_max = day2_change(worktree, env)
+                def converge(message: str, expect=None, drift: bool = False) -> None:
+                    """Commit the worktree as `message`, let the engine apply it, wait until it converges."""
                     revision = git.commit(name, worktree, message)
                     log(f"  committed {revision[:7]}: {message}")
                     started = time.monotonic()
                     engine.refresh()
+                    phase = Phase(env.name, f"{message} at {revision[:7]}")
+                    wait_converged(engine, phase, namespace, started, timeout, sims, revision, expect)
+                    if drift and phase.ok:  # converged: nothing may have drifted from what the repo says
+                        phase.checks += engine.drift(revision, timeout)
+                        phase.seconds = time.monotonic() - started
+                    phases.append(phase)
+                    for line in phase.lines():
+                        log(line)
+
+                if day2 and phase.ok:
+                    model, new, message, new_max = day2_change(worktree, env)
 
                     def expect() -> list[Unit]:
                         current = box.client.get(ISVC, "InferenceService", model, namespace) or {}
@@ -720,41 +731,16 @@ def _check_environment(repo, answers, env, engine_name, release, kserve, crd_dir
                                 Unit("Check", f"new model {new}", ok=added is not None,
                                      status="present" if added else "absent", message="not applied")]
 
-                    phase = Phase(env.name, f"{message} at {revision[:7]}")
-                    wait_converged(engine, phase, namespace, started, timeout, sims, revision, expect)
-                    phases.append(phase)
-                    for line in phase.lines():
-                        log(line)
+                    converge(message, expect)
                 if update_to and phases[-1].ok:
                     before = rendered_objects(worktree, env)
                     message = copier_update(worktree, update_to)
                     after = rendered_objects(worktree, env)
-                    revision = git.commit(name, worktree, message)
-                    log(f"  committed {revision[:7]}: {message}")
-                    started = time.monotonic()
-                    engine.refresh()
-                    phase = Phase(env.name, f"{message} at {revision[:7]}")
-                    wait_converged(engine, phase, namespace, started, timeout, sims, revision,
-                                   lambda: applied_checks(box, before, after))
-                    if phase.ok:  # converged: nothing may have drifted from what the repo says
-                        phase.checks += engine.drift(revision, timeout)
-                        phase.seconds = time.monotonic() - started
-                    phases.append(phase)
-                    for line in phase.lines():
-                        log(line)
+                    converge(message, lambda: applied_checks(box, before, after), drift=True)
                 for edit in then:
                     if not phases[-1].ok:
                         break
-                    message = edit(worktree, env)
-                    revision = git.commit(name, worktree, message)
-                    log(f"  committed {revision[:7]}: {message}")
-                    started = time.monotonic()
-                    engine.refresh()
-                    phase = Phase(env.name, f"{message} at {revision[:7]}")
-                    wait_converged(engine, phase, namespace, started, timeout, sims, revision)
-                    phases.append(phase)
-                    for line in phase.lines():
-                        log(line)
+                    converge(edit(worktree, env))
     return phases
 
 
