@@ -17,14 +17,12 @@ import re
 import shutil
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from .errors import ToolError
-from .tools import GO_BUILDINFO_MODULE, PROJECT_ROOT, tools_dir
+from .tools import GO_BUILDINFO_MODULE, PROJECT_ROOT, pin_table, tools_dir
 
 GO_BUILD_TIMEOUT = 3 * 3600
 # Go records every dependency in the binary's build info: "dep\t<module>\t<version>\t<sum>".
@@ -58,7 +56,7 @@ class Pin:
 
 @cache
 def pin() -> Pin:
-    data = tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())["kube-control-plane"]
+    data = pin_table()["kube-control-plane"]
     return Pin(
         version=data["version"],
         etcd_version=data["etcd_version"],

@@ -13,15 +13,13 @@ import json
 import os
 import shutil
 import stat
-import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from .command import Command
 from .errors import CommandError, ToolError
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, pin_table
 
 BUILD_TIMEOUT = 3600  # cold, 2 shared cores: source-controller alone took ~7 minutes unloaded
 STAMP = ".servingops-build.json"
@@ -68,7 +66,7 @@ class Engine:
 
 @cache
 def pinned_engines() -> dict[str, Engine]:
-    data = tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())
+    data = pin_table()
     return {
         name: Engine(
             name=name,
@@ -170,7 +168,7 @@ def install(name: str, *, log=print) -> Path:
 
 def redis_path(*, log=print) -> Path:
     """The in-memory Redis Argo CD caches in, built from tools/redis (rebuilt when its sources change)."""
-    entry = tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())["argocd-redis"]
+    entry = pin_table()["argocd-redis"]
     source = PROJECT_ROOT / entry["go_module_dir"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(source.iterdir()) if p.is_file())).hexdigest()
     target = engines_dir() / f"redis-{entry['version']}" / "bin" / entry["binary"]

@@ -16,15 +16,13 @@ import json
 import os
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from .command import Command
 from .errors import CommandError, ToolError
-from .tools import PROJECT_ROOT
+from .tools import PROJECT_ROOT, pin_table
 
 BUILD_TIMEOUT = 3600
 KNATIVE_SERVICE_CRD = "config/core/300-resources/service.yaml"
@@ -40,7 +38,7 @@ class ManagerPin:
 
 @cache
 def manager_pins() -> dict[str, ManagerPin]:
-    entry = tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())["kserve-manager"]
+    entry = pin_table()["kserve-manager"]
     return {
         tag: ManagerPin(tag, entry["module"], entry["package"], module_sum)
         for tag, module_sum in entry["module_sum"].items()

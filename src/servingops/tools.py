@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .command import Command
 from .errors import CommandError, ToolError
@@ -46,8 +47,14 @@ class Tool:
 
 
 @cache
+def pin_table() -> dict[str, Any]:
+    """data/tools.toml, parsed once: the pins of every tool, engine and build this package installs."""
+    return tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())
+
+
+@cache
 def pinned_tools() -> dict[str, Tool]:
-    data = tomllib.loads(resources.files(__package__).joinpath("data/tools.toml").read_text())
+    data = pin_table()
     return {
         name: Tool(
             name=name,
