@@ -123,6 +123,8 @@ class Simulators:
                     self._gateway()
             except ServingOpsError as exc:  # the API server going away at shutdown; anything else is reported
                 self.error = str(exc)
+            else:
+                self.error = ""  # a failed pass is repeated; only one that keeps failing is reported
 
     def _kubelets(self) -> None:
         client = self.box.client

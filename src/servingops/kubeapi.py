@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +19,10 @@ from .errors import ServingOpsError
 
 FIELD_MANAGER = "servingops"
 TIMEOUT = 60
+# How long a request keeps retrying "try again later" answers: 429 (any verb: the server did not act on it) and
+# 503 on reads. A watch cache that is (re)initializing answers so for a moment, e.g. after a CRD is installed;
+# client-go retries the same way, honouring Retry-After.
+RETRY_FOR = 20.0
 
 
 class ApiError(ServingOpsError):
@@ -27,6 +32,7 @@ class ApiError(ServingOpsError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = 1.0  # seconds, from the Retry-After header when the server sends one
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,18 @@ class Client:
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 query: dict[str, str] | None = None, timeout: float = TIMEOUT, raw: bool = False) -> Any:
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                return self._request_once(method, path, body, content_type, query, timeout, raw)
+            except ApiError as exc:
+                retryable = exc.status == 429 or (exc.status == 503 and method == "GET")
+                if not retryable or time.monotonic() + exc.retry_after > deadline:
+                    raise
+                time.sleep(exc.retry_after)
+
+    def _request_once(self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None,
+                      timeout: float, raw: bool) -> Any:
         url = self.server + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(url, data=data, method=method)
@@ -69,12 +87,15 @@ class Client:
             with urllib.request.urlopen(req, context=self.context, timeout=timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read().decode(errors="replace")
+            text = exc.read().decode(errors="replace")
             try:
-                status = json.loads(raw)
-                raise ApiError(exc.code, status.get("reason", ""), status.get("message", raw)) from None
+                status = json.loads(text)
+                error = ApiError(exc.code, status.get("reason", ""), status.get("message", text))
             except ValueError:
-                raise ApiError(exc.code, "", raw.strip() or str(exc)) from None
+                error = ApiError(exc.code, "", text.strip() or str(exc))
+            retry_after = (exc.headers or {}).get("Retry-After", "")
+            error.retry_after = min(float(retry_after), 5.0) if retry_after.isdigit() else 1.0
+            raise error from None
         except (urllib.error.URLError, OSError) as exc:
             raise ServingOpsError(f"API server {self.server} unreachable: {exc}") from exc
         if raw:
