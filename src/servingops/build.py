@@ -5,6 +5,7 @@ stand on; it imports neither of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -102,13 +103,24 @@ def kustomization_refs(folder: Path, fields: Sequence[str] = ("resources", "base
     No kustomization, or one that is not valid YAML (kustomize reports that), names nothing."""
     kfile = kustomization_file(folder)
     try:
-        spec = yaml.load(kfile.read_text(), Loader=YAML_LOADER) if kfile else None
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        spec = None
+        entries = _named_paths(kfile.read_text(), tuple(fields)) if kfile else ()
+    except (UnicodeDecodeError, OSError):
+        entries = ()
+    return [(folder / e).resolve() for e in entries]
+
+
+@functools.lru_cache(maxsize=4096)
+def _named_paths(kustomization: str, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The relative paths a kustomization's text names under `fields` (the matrix reads the same texts in every
+    render: parsed once)."""
+    try:
+        spec = yaml.load(kustomization, Loader=YAML_LOADER)
+    except yaml.YAMLError:
+        return ()
     if not isinstance(spec, dict):
-        return []
+        return ()
     entries = [e.get("path") if isinstance(e, dict) else e for name in fields for e in spec.get(name) or []]
-    return [(folder / e).resolve() for e in entries if isinstance(e, str)]
+    return tuple(e for e in entries if isinstance(e, str))
 
 
 def is_component(kustomization: Path) -> bool:

@@ -228,11 +228,16 @@ def environment_groups(root: Path) -> list[frozenset[Path]]:
     return list(dict.fromkeys(frozenset(g) for g in groups.values()))
 
 
-def _entry_points(root: Path, layers: dict[Path, str]) -> list[tuple[Resource, str]]:
-    """The Flux Kustomizations and Argo CD Applications under clusters/ that sync one of `layers` (path -> label)."""
+def _cluster_documents(root: Path) -> list[tuple[Path, dict]]:
+    """Every mapping document under the repo's clusters/ (the entry points), with its file."""
+    return [(file, doc) for file in _yaml_files(root / "clusters") for doc in _load_all(file)]
+
+
+def _entry_points(root: Path, layers: dict[Path, str], documents: list[tuple[Path, dict]]) -> list[tuple[Resource, str]]:
+    """The Flux Kustomizations and Argo CD Applications among `documents` (the repo's clusters/) that sync one of
+    `layers` (path -> label)."""
     found = []
-    for file in _yaml_files(root / "clusters"):
-        for doc in _load_all(file):
+    for file, doc in documents:
             spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
             sources = [spec] if doc.get("kind") == "Kustomization" else [spec.get("source")] + list(spec.get("sources") or [])
             for source in sources:
@@ -294,11 +299,14 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
     report = LintReport(overlays=sorted({units[m].label for _, members in groups for m in members}))
     findings: list[Finding] = []
     seen: set[str] = set()  # plaintext Secrets already reported from a build
+    cluster_documents: dict[Path, list[tuple[Path, dict]]] = {}
     for root, members in groups:
         docs = [Resource(units[m].label, d) for m in members for d in units[m].docs if isinstance(d, dict)]
         errors = [(units[m].label, units[m].error) for m in members if units[m].error]
         env = Environment(docs, load_settings(root), errors, kserve.repo_release(root))
-        env.entry_points = _entry_points(root, {m: units[m].label for m in members}) if root else []
+        if root and root not in cluster_documents:
+            cluster_documents[root] = _cluster_documents(root)  # read once per repo, not once per environment
+        env.entry_points = _entry_points(root, {m: units[m].label for m in members}, cluster_documents[root]) if root else []
         for unit in RULES.values():
             findings += unit.check(env)
         seen |= {r.name for r in docs if _plaintext_secret(r)}
@@ -910,7 +918,7 @@ def capacity_rule(env: Environment) -> Iterator[Finding]:
         if raw is None:
             continue
         try:
-            figures = yaml.safe_load(str(raw))
+            figures = yaml.load(str(raw), Loader=YAML_LOADER)
             assert isinstance(figures, dict) and all(
                 isinstance(figures.get(k), (int, float)) and not isinstance(figures[k], bool) for k in capacity.FIGURES)
         except (yaml.YAMLError, AssertionError):

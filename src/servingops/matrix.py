@@ -734,13 +734,17 @@ def _validate_and_collect(renders, report, outputs, digests, build_seconds, work
             documents.setdefault(d, text)
             per_overlay[key].append((d, parsed))
     verdicts = {}
-    for version, store in stores.items():  # one kubeconform process per release
-        ordered = [d for d in documents if d[0] == version]
-        verdicts.update(zip(ordered, kubeconform_verdicts([documents[d] for d in ordered], store, jobs=jobs)))
+    # One kubeconform process per release, all at once, while lint runs here: none of them waits for another.
+    with ThreadPoolExecutor(max_workers=max(1, len(stores))) as threads:
+        ordered = {version: [d for d in documents if d[0] == version] for version in stores}
+        checked = {version: threads.submit(kubeconform_verdicts, [documents[d] for d in ordered[version]], store,
+                                           jobs=jobs) for version, store in stores.items()}
+        parsed = {key: [doc for _, doc in docs] for key, docs in per_overlay.items()}
+        lint_findings = _lint(renders, parsed, workdir) if lint_enabled else {}
+        for version, future in checked.items():
+            verdicts.update(zip(ordered[version], future.result()))
     report.resources = sum(len(v) for v in per_overlay.values())
     report.resources_distinct = len(documents)
-    parsed = {key: [doc for _, doc in docs] for key, docs in per_overlay.items()}
-    lint_findings = _lint(renders, parsed, workdir) if lint_enabled else {}
     for spec in renders:
         repo = workdir / spec.name
         for cell in spec.cells:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import shutil
 import sys
@@ -85,10 +86,13 @@ def batch_mode() -> None:
     - Copier builds a fresh Jinja environment per run and compiles every question string and template file
       again; with the same template and settings the compiled code is the same, so compile each source once.
     - It parses YAML answers (the catalog among them) with PyYAML's pure-Python loader; libyaml reads them the same.
+      The catalog (about 9 KB of YAML) is parsed several times per run: parse each long text once per process.
     - It asks git, once per rendered file, whether the destination's index needs an executable bit: a fresh
       folder outside any git repository never does.
     - It parses copier.yml again on every run (half of a refused run's time): the same file parses the same, so
       keep one parse per file version and hand each run its own copy.
+    - It asks git (subprocesses) several times per run whether the template is a repository or a bundle: the
+      snapshot stays a plain folder.
     """
     if getattr(jinja2.Environment.compile, "servingops_cached", False):
         return
@@ -110,9 +114,10 @@ def batch_mode() -> None:
     compile.servingops_cached = True
     jinja2.Environment.compile = compile
     # Copier and its Jinja filters parse YAML answers (the catalog among them) with PyYAML's pure-Python
-    # loader; libyaml's loader reads the same documents the same way, several times faster.
+    # loader; libyaml's loader reads the same documents the same way, several times faster, and the catalog's
+    # text is the same in every run.
     if hasattr(yaml, "CSafeLoader"):
-        yaml.safe_load = lambda stream: yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+        yaml.safe_load = _cached_safe_load
     copier_main = sys.modules["copier._main"]
     if not callable(getattr(copier_main, "is_git_available", None)):  # copier internals moved: say so, loudly
         raise RuntimeError("copier._main.is_git_available is gone: update render.batch_mode for this copier")
@@ -129,6 +134,24 @@ def batch_mode() -> None:
         return copy.deepcopy(parsed[key])
 
     copier_template.load_template_config = load_template_config
+    # Copier asks git (two subprocesses) whether the template folder is a repository or a bundle, several times
+    # per run; the snapshot is a plain folder for the worker's whole life.
+    if not callable(getattr(copier_template, "get_repo", None)):
+        raise RuntimeError("copier._template.get_repo is gone: update render.batch_mode for this copier")
+    copier_template.get_repo = functools.cache(copier_template.get_repo)
+
+
+def _cached_safe_load(stream: Any) -> Any:
+    """yaml.safe_load with libyaml; a long text (the catalog, parsed several times per copier run) is parsed once
+    per process and each caller gets its own copy."""
+    if not isinstance(stream, str) or len(stream) < 1024:
+        return yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+    if stream not in _PARSED:
+        _PARSED[stream] = yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+    return copy.deepcopy(_PARSED[stream])
+
+
+_PARSED: dict[str, Any] = {}
 
 
 def load_answers(path: Path) -> dict[str, Any]:
