@@ -183,3 +183,29 @@ def test_pinned_hf_gguf_fetches_that_commits_file(template, tmp_path):
     assert isvc["spec"]["predictor"]["model"]["args"][:2] == [
         "--model-url", "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/9217f5d/qwen2.5-0.5b-instruct-q4_k_m.gguf"]
     assert lint_docs(built_docs(repo)) == []
+
+
+@pytest.mark.parametrize("a, b", [("1000m", "1"), ("1Gi", "1024Mi"), ("1e3", "1k"), ("0.5", "500m"), (2, "2"),
+                                  ("1.5Gi", "1536Mi"), ("1E", "1000P"), ("100n", "0.1u")])
+def test_equal_kubernetes_quantities_are_equal_amounts(a, b):
+    assert capacity.quantity(a) == capacity.quantity(b) is not None
+
+
+@pytest.mark.parametrize("value", ["1GB", "1 Gi", "Gi", "1.2.3", "", None, True, "1e", "-"])
+def test_what_is_not_a_kubernetes_quantity(value):
+    assert capacity.quantity(value) is None
+
+
+def test_cluster_check_compares_resources_by_amount_not_spelling():
+    from servingops.cluster_check import check_pod_spec
+
+    asked = {"requests": {"cpu": "1000m", "memory": "8192Mi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+    isvc = {"metadata": {"name": "m", "namespace": "ns"}, "spec": {"predictor": {"model": {"resources": asked}}}}
+
+    def pod(resources):  # as KServe writes it: canonical quantities
+        return {"containers": [{"name": "kserve-container", "args": [], "resources": resources}]}
+
+    canonical = {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+    assert check_pod_spec(isvc, None, pod(canonical), None) == []
+    smaller = {"requests": {"cpu": "1", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert [p for p in check_pod_spec(isvc, None, pod(smaller), None) if p.startswith("resources")]

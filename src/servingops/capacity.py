@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,24 @@ def quantity_mib(value: Any) -> int:
     if not match:
         return -1
     return int(float(match.group(1)) * UNITS[match.group(2) or ""] // MIB)
+
+
+# The full Kubernetes quantity grammar (apimachinery's resource.Quantity): a decimal number with a binary or
+# decimal SI suffix or an exponent. "1E" is an exabyte; "1e3" is a thousand.
+K8S_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+))(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$")
+K8S_SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": Decimal(10**3),
+                "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
+                "E": Decimal(10**18), **{s: Decimal(1 << (10 * (n + 1))) for n, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))}}
+
+
+def quantity(value: Any) -> Decimal | None:
+    """The exact amount a Kubernetes quantity stands for ("1000m" and "1" are equal; so are "1Gi" and "1024Mi"),
+    None when it is not one. The API server and KServe rewrite quantities into canonical form, so compare these."""
+    match = K8S_QUANTITY.match(str(value).strip()) if isinstance(value, (str, int, float)) else None
+    if not match:
+        return None
+    number, exponent, suffix = match.groups()
+    return Decimal(number) * (Decimal(10) ** int(exponent[1:]) if exponent else K8S_SUFFIXES.get(suffix, Decimal(1)))
 
 
 @dataclass(frozen=True)

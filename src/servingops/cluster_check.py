@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from . import kserve_build, render, schemas
+from . import capacity, kserve_build, render, schemas
 from .clusterbox import ClusterBox, load_manifests, load_yaml_documents
 from .errors import InputError
 from .kubeapi import ApiError
@@ -273,6 +273,12 @@ def _quantities(resources: dict | None) -> dict:
             if (resources or {}).get(part)}
 
 
+def _amounts(resources: dict | None) -> dict:
+    """_quantities compared by amount: KServe writes "1000m" back as "1", "1024Mi" as "1Gi"."""
+    return {part: {k: capacity.quantity(v) if capacity.quantity(v) is not None else v for k, v in values.items()}
+            for part, values in _quantities(resources).items()}
+
+
 def check_pod_spec(isvc: dict, runtime: dict | None, pod_spec: dict, strategy: dict | None) -> list[str]:
     """What the model's pod spec must carry, compared with what KServe wrote: one sentence per difference."""
     problems = []
@@ -293,7 +299,7 @@ def check_pod_spec(isvc: dict, runtime: dict | None, pod_spec: dict, strategy: d
     unexpanded = [a for a in container.get("args", []) + container.get("command", []) if "{{" in a]
     if unexpanded:
         problems.append(f"args keep Go templates {unexpanded}")
-    if model.get("resources") and _quantities(container.get("resources")) != _quantities(model["resources"]):
+    if model.get("resources") and _amounts(container.get("resources")) != _amounts(model["resources"]):
         problems.append(f"resources {_quantities(container.get('resources'))}, the model asks "
                         f"{_quantities(model['resources'])}")
     for key in ("nodeSelector", "priorityClassName", "affinity", "serviceAccountName"):
@@ -395,13 +401,13 @@ def node_pools(env: Environment, answers: dict) -> list[tuple[str, dict, dict, l
 
 def _describe_pools(pools) -> str:
     parts = []
-    for _, labels, capacity, _ in pools:
-        if "nvidia.com/gpu" in capacity:
-            parts.append(f"{NODES_PER_POOL} GPU nodes ({capacity['nvidia.com/gpu']}x {labels['nvidia.com/gpu.product']}, "
-                         f"{capacity['cpu']} cpu, {capacity['memory']}, taint {GPU_TAINT['key']}={GPU_TAINT['value']}:"
+    for _, labels, node, _ in pools:
+        if "nvidia.com/gpu" in node:
+            parts.append(f"{NODES_PER_POOL} GPU nodes ({node['nvidia.com/gpu']}x {labels['nvidia.com/gpu.product']}, "
+                         f"{node['cpu']} cpu, {node['memory']}, taint {GPU_TAINT['key']}={GPU_TAINT['value']}:"
                          f"{GPU_TAINT['effect']})")
         else:
-            parts.append(f"{NODES_PER_POOL} CPU nodes ({capacity['cpu']} cpu, {capacity['memory']})")
+            parts.append(f"{NODES_PER_POOL} CPU nodes ({node['cpu']} cpu, {node['memory']})")
     return ", ".join(parts)
 
 
