@@ -35,6 +35,8 @@ BAD = {
     "gpu-toleration": (["InferenceService llm/qwen"], "does not tolerate the nvidia.com/gpu NoSchedule taint"),
     "capacity": (["InferenceService llm/tiny", "InferenceService llm/tiny"], "8192 MiB --cache-ram"),
     "timeouts": (["Kustomization llm/models"], "timeout 30m is shorter than InferenceService qwen's"),
+    "flux-health-checks": (["Kustomization llm/models", "Kustomization llm/models",
+                            "Kustomization llm/models-waiting"], "kserve/kserve#6081"),
     "gpu-tensor-parallel": (["InferenceService llm/qwen"], "--tensor-parallel-size 1 does not use its 2"),
     "gpu-on-cpu": (["InferenceService llm/qwen", "InferenceService llm/tiny"],
                    "labelled model-serving.io/accelerator=cpu"),

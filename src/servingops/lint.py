@@ -1019,6 +1019,56 @@ def timeouts(env: Environment) -> Iterator[Finding]:
                              f"spec.timeout to at least {deadline} (copier answer sync_timeout)")
 
 
+# The workload KServe runs a model's predictor in, by deployment mode (v0.16 names and their v0.19+ renames).
+PREDICTOR_WORKLOAD = {"Serverless": ("serving.knative.dev/v1", "Service"), "Knative": ("serving.knative.dev/v1", "Service"),
+                      "RawDeployment": ("apps/v1", "Deployment"), "Standard": ("apps/v1", "Deployment")}
+
+
+@rule("flux-health-checks", "a Flux Kustomization that deploys models does not `wait` on InferenceServices, and "
+      "its healthChecks cover each model's <name>-predictor workload and name nothing it does not create")
+def flux_health_checks(env: Environment) -> Iterator[Finding]:
+    syncs = [(ks, [r for r in env.docs if r.overlay == label]) for ks, label in env.entry_points]
+    syncs += [(ks, env.docs) for ks in env.kind("Kustomization")]  # built with the models: waits for them all
+    for ks, layer in syncs:
+        isvcs = [r for r in layer if r.kind == "InferenceService" and r.group == KSERVE]
+        if ks.kind != "Kustomization" or ks.group != FLUX_KUSTOMIZE or not isvcs:
+            continue
+        spec = ks.obj.get("spec") if isinstance(ks.obj.get("spec"), dict) else {}
+        if spec.get("wait") is True:
+            yield ks.finding("flux-health-checks", "wait: true health-checks the InferenceServices themselves, and "
+                             "KServe copies their status.observedGeneration from the workload (kserve/kserve#6081): "
+                             "after a change such as maxReplicas Flux waits for a generation that never comes, until "
+                             "spec.timeout, at every sync: drop wait and list each model's <name>-predictor workload "
+                             "under spec.healthChecks")
+            continue
+        if not isinstance(spec.get("healthChecks"), list):
+            continue  # waits for nothing: a choice (the generated Kustomizations list their checks)
+        target = str(spec.get("targetNamespace") or "")
+        checks = [c for c in spec["healthChecks"] if isinstance(c, dict)]
+        listed = {(str(c.get("kind")), str(c.get("name")), str(c.get("namespace") or ks.namespace)) for c in checks}
+
+        def among(key: tuple[str, str, str], keys: Iterable[tuple[str, str, str]]) -> bool:
+            return any(key[:2] == other[:2] and _same_ns(key[2], other[2]) for other in keys)
+
+        workloads: list[tuple[str, str, str, str]] = []  # (apiVersion, kind, name, namespace) KServe creates
+        for isvc in isvcs:
+            mode = _get(isvc.obj, "metadata", "annotations", "serving.kserve.io/deploymentMode")
+            kinds = [PREDICTOR_WORKLOAD[mode]] if mode in PREDICTOR_WORKLOAD else sorted(set(PREDICTOR_WORKLOAD.values()))
+            mine = [(api, kind, f"{isvc.name}-predictor", target or isvc.namespace) for api, kind in kinds]
+            workloads += mine
+            if not any(among((kind, name, ns), listed) for _, kind, name, ns in mine):
+                api, kind, name, ns = mine[0]
+                yield ks.finding("flux-health-checks", f"InferenceService {isvc.name} is not health-checked, so Flux "
+                                 f"reports the sync Ready before the model serves: add {{apiVersion: {api}, kind: "
+                                 f"{kind}, name: {name}, namespace: {ns}}} to spec.healthChecks")
+        created = {(r.kind, r.name, target or r.namespace) for r in layer}
+        created |= {(kind, name, ns) for _, kind, name, ns in workloads}
+        for kind, name, ns in sorted(key for key in listed if not among(key, created)):
+            yield ks.finding("flux-health-checks", f"spec.healthChecks lists {kind} {ns}/{name}, which nothing this "
+                             f"Kustomization applies creates (a model removed by hand?): Flux waits for it until "
+                             f"spec.timeout and fails every sync; remove the entry")
+
+
 def _seconds(duration: str) -> int | None:
     """A Go duration (1h30m, 90s) in whole seconds; None when it is not one."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
