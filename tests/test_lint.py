@@ -841,3 +841,24 @@ def test_keda_rules_check_every_model_whatever_comes_first():
     found = [f.message for f in lint.RULES["keda-scaling"].check(
         lint.Environment([lint.Resource(docs[0].overlay, plain)] + docs, lint.Settings()))]
     assert found == expected and found
+
+
+def test_flux_health_checks_follow_the_target_namespace():
+    # spec.targetNamespace moves every object Flux applies: the model's workload is checked there.
+    docs = [d for d in built("flux-health-checks") if d.kind != "Kustomization"]
+    isvcs = sorted(d.name for d in docs if d.kind == "InferenceService")
+    epp = [d for d in docs if d.kind == "Deployment"]
+
+    def findings(namespace: str) -> list[str]:
+        checks = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{m}-predictor", "namespace": namespace}
+                  for m in isvcs] + [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name,
+                                      "namespace": namespace} for d in epp]
+        flux = lint.Resource("flux", {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "models", "namespace": "flux-system"},
+            "spec": {"targetNamespace": "serving", "healthChecks": checks}})
+        return [f.message for f in lint.RULES["flux-health-checks"].check(lint.Environment(docs + [flux], lint.Settings()))]
+
+    assert isvcs and epp and findings("serving") == []
+    stale = findings("llm")  # where the built output put them, not where Flux applies them
+    assert len(stale) == 2 * len(isvcs) + len(epp), stale
