@@ -186,12 +186,12 @@ def test_pinned_hf_gguf_fetches_that_commits_file(template, tmp_path):
 
 
 @pytest.mark.parametrize("a, b", [("1000m", "1"), ("1Gi", "1024Mi"), ("1e3", "1k"), ("0.5", "500m"), (2, "2"),
-                                  ("1.5Gi", "1536Mi"), ("1E", "1000P"), ("100n", "0.1u")])
+                                  ("1.5Gi", "1536Mi"), ("1E", "1000P"), ("100n", "0.1u"), ("0.1n", "1n")])
 def test_equal_kubernetes_quantities_are_equal_amounts(a, b):
     assert capacity.quantity(a) == capacity.quantity(b) is not None
 
 
-@pytest.mark.parametrize("value", ["1GB", "1 Gi", "Gi", "1.2.3", "", None, True, "1e", "-"])
+@pytest.mark.parametrize("value", ["1GB", "1 Gi", "Gi", "1.2.3", "", None, True, "1e", "-", "1e1000000"])
 def test_what_is_not_a_kubernetes_quantity(value):
     assert capacity.quantity(value) is None
 

@@ -87,19 +87,26 @@ def test_other_errors_and_a_cache_that_stays_down_are_raised(fake, monkeypatch):
         server.client.request("GET", "/api/v1/pods/x")
     assert missing.value.status == 404 and server.seen == ["GET"]
     monkeypatch.setattr(kubeapi, "RETRY_FOR", 0.5)
-    server = fake([(429, {"Retry-After": "0"})] * 1000)
-    with pytest.raises(kubeapi.ApiError) as down:
+    server = fake([(429, {"Retry-After": "3"})] * 1000)
+    with pytest.raises(kubeapi.ApiError) as down:  # the wait it asks for is past the deadline: no retry
         server.client.request("GET", "/api/v1/pods")
-    assert down.value.status == 429 and 1 < len(server.seen) < 1000
+    assert down.value.status == 429 and len(server.seen) == 1
+    monkeypatch.setattr(kubeapi, "RETRY_FOR", 60)
+    server = fake([(429, {"Retry-After": "0"})] * 1000)
+    started = time.monotonic()
+    with pytest.raises(kubeapi.ApiError):  # "now" again and again: a bounded number of paced retries
+        server.client.request("GET", "/api/v1/pods")
+    assert len(server.seen) == kubeapi.MAX_RETRIES + 1 and time.monotonic() - started >= 0.1 * kubeapi.MAX_RETRIES
 
 
 class FlakyClient:
     """A Pod list that fails `failures` times, then succeeds."""
 
     def __init__(self, failures: int):
-        self.failures = failures
+        self.failures, self.calls = failures, 0
 
     def list(self, api_version, kind, *args, **kwargs):
+        self.calls += 1
         if self.failures:
             self.failures -= 1
             raise ServingOpsError("storage is (re)initializing")
@@ -113,6 +120,9 @@ class FakeBox:
 
 @pytest.mark.parametrize("failures, reported", [(1, ""), (10**6, "storage is (re)initializing")])
 def test_simulators_report_only_an_error_that_keeps_failing(failures, reported):
-    with gitops_check.Simulators(FakeBox(FlakyClient(failures)), gateway=False) as sims:
-        time.sleep(1.8)  # three passes
-    assert sims.error == reported
+    client = FlakyClient(failures)
+    with gitops_check.Simulators(FakeBox(client), gateway=False) as sims:
+        deadline = time.monotonic() + 30
+        while client.calls < 3 and time.monotonic() < deadline:  # three passes, however busy the machine
+            time.sleep(0.1)
+    assert client.calls >= 3 and sims.error == reported

@@ -843,22 +843,57 @@ def test_keda_rules_check_every_model_whatever_comes_first():
     assert found == expected and found
 
 
-def test_flux_health_checks_follow_the_target_namespace():
-    # spec.targetNamespace moves every object Flux applies: the model's workload is checked there.
+def flux_health_findings(checks: list[dict], **spec) -> list[str]:
+    """flux-health-checks on the good fixture's objects, synced by one Flux Kustomization with these checks."""
     docs = [d for d in built("flux-health-checks") if d.kind != "Kustomization"]
-    isvcs = sorted(d.name for d in docs if d.kind == "InferenceService")
-    epp = [d for d in docs if d.kind == "Deployment"]
+    flux = lint.Resource("flux", {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "models", "namespace": "flux-system"}, "spec": {**spec, "healthChecks": checks}})
+    return [f.message for f in lint.RULES["flux-health-checks"].check(lint.Environment(docs + [flux], lint.Settings()))]
 
-    def findings(namespace: str) -> list[str]:
-        checks = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{m}-predictor", "namespace": namespace}
-                  for m in isvcs] + [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name,
-                                      "namespace": namespace} for d in epp]
-        flux = lint.Resource("flux", {
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-            "metadata": {"name": "models", "namespace": "flux-system"},
-            "spec": {"targetNamespace": "serving", "healthChecks": checks}})
-        return [f.message for f in lint.RULES["flux-health-checks"].check(lint.Environment(docs + [flux], lint.Settings()))]
 
-    assert isvcs and epp and findings("serving") == []
-    stale = findings("llm")  # where the built output put them, not where Flux applies them
-    assert len(stale) == 2 * len(isvcs) + len(epp), stale
+def check(kind: str, name: str, namespace: str | None = "llm", api: str = "apps/v1") -> dict:
+    return {"apiVersion": api, "kind": kind, "name": name, **({"namespace": namespace} if namespace else {})}
+
+
+MODELS = [check("Deployment", "qwen-predictor"), check("Deployment", "tiny-predictor")]
+
+
+def test_flux_health_checks_follow_the_target_namespace():
+    # spec.targetNamespace moves every namespaced object Flux applies: the model's workload is checked there.
+    moved = [check("Deployment", c["name"], "serving") for c in MODELS] + [check("Deployment", "qwen-epp", "serving")]
+    assert flux_health_findings(moved, targetNamespace="serving") == []
+    stale = flux_health_findings(MODELS + [check("Deployment", "qwen-epp")], targetNamespace="serving")
+    assert len(stale) == 5, stale  # both models unchecked, and three entries where the build put them, not Flux
+    # a cluster-scoped object stays cluster-scoped
+    runtime = check("ClusterServingRuntime", "kserve-vllm", None, "serving.kserve.io/v1alpha1")
+    assert flux_health_findings(moved + [runtime], targetNamespace="serving") == []
+
+
+@pytest.mark.parametrize("entry, phrase", [
+    (check("Deployment", "qwen-epp", None), "without a namespace, and Flux does not default it"),
+    (check("Deployment", "gone-predictor"), "which nothing this Kustomization applies creates"),
+    (check("Deployment", "qwen-epp", api="extensions/v1beta1"), "which nothing this Kustomization applies creates"),
+    (check("Deployment", "qwen-transformer"), None),  # KServe creates it for the model: not stale
+    (check("HorizontalPodAutoscaler", "tiny-predictor", api="autoscaling/v2"), None),
+])
+def test_flux_health_check_entries(entry, phrase):
+    found = flux_health_findings(MODELS + [entry])
+    assert (found == []) if phrase is None else (len(found) == 1 and phrase in found[0]), found
+
+
+def test_a_core_service_does_not_health_check_a_knative_model():
+    # Knative's own route Service is named <model>-predictor too, and is there before the model serves.
+    docs_mode = {"serving.kserve.io/deploymentMode": "Knative"}
+    found = flux_health_findings([check("Service", "qwen-predictor", api="v1"), check("Service", "tiny-predictor", api="v1")])
+    assert len(found) == 2, found  # without a deployment mode annotation: a Deployment or a Knative Service
+    docs = [d for d in built("flux-health-checks") if d.kind != "Kustomization"]
+    for doc in docs:
+        if doc.kind == "InferenceService":
+            doc.obj["metadata"].setdefault("annotations", {}).update(docs_mode)
+    flux = lint.Resource("flux", {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "models", "namespace": "flux-system"},
+        "spec": {"healthChecks": [check("Service", f"{m}-predictor", api="v1") for m in ("qwen", "tiny")]}})
+    messages = [f.message for f in lint.RULES["flux-health-checks"].check(lint.Environment(docs + [flux], lint.Settings()))]
+    assert len(messages) == 2 and all("apiVersion: serving.knative.dev/v1, kind: Service" in m for m in messages), messages

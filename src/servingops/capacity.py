@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal, DecimalException
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ def quantity_mib(value: Any) -> int:
 # The full Kubernetes quantity grammar (apimachinery's resource.Quantity): a decimal number with a binary or
 # decimal SI suffix or an exponent. "1E" is an exabyte; "1e3" is a thousand.
 K8S_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:[.][0-9]*)?|[.][0-9]+))(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$")
+NANO = Decimal("1e-9")
 K8S_SUFFIXES = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": Decimal(10**3),
                 "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
                 "E": Decimal(10**18), **{s: Decimal(1 << (10 * (n + 1))) for n, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))}}
@@ -57,7 +58,12 @@ def quantity(value: Any) -> Decimal | None:
     if not match:
         return None
     number, exponent, suffix = match.groups()
-    return Decimal(number) * (Decimal(10) ** int(exponent[1:]) if exponent else K8S_SUFFIXES.get(suffix, Decimal(1)))
+    try:
+        amount = Decimal(number) * (Decimal(10) ** int(exponent[1:]) if exponent else K8S_SUFFIXES.get(suffix, Decimal(1)))
+        # apimachinery keeps nano precision, rounding up: 0.1n is stored as 1n
+        return amount.quantize(NANO, rounding=ROUND_UP) if amount.as_tuple().exponent < -9 else amount
+    except DecimalException:  # beyond what a Quantity holds (1e1000000)
+        return None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ TIMEOUT = 60
 # 503 on reads. A watch cache that is (re)initializing answers so for a moment, e.g. after a CRD is installed;
 # client-go retries the same way, honouring Retry-After.
 RETRY_FOR = 20.0
+MAX_RETRIES = 10  # client-go's default
 
 
 class ApiError(ServingOpsError):
@@ -65,14 +66,16 @@ class Client:
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                 query: dict[str, str] | None = None, timeout: float = TIMEOUT, raw: bool = False) -> Any:
         deadline = time.monotonic() + RETRY_FOR
-        while True:
+        for attempt in range(MAX_RETRIES + 1):
             try:
                 return self._request_once(method, path, body, content_type, query, timeout, raw)
             except ApiError as exc:
+                pause = max(exc.retry_after, 0.1)  # never a busy loop, even on Retry-After: 0
                 retryable = exc.status == 429 or (exc.status == 503 and method == "GET")
-                if not retryable or time.monotonic() + exc.retry_after > deadline:
+                if not retryable or attempt == MAX_RETRIES or time.monotonic() + pause > deadline:
                     raise
-                time.sleep(exc.retry_after)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _request_once(self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None,
                       timeout: float, raw: bool) -> Any:
@@ -94,7 +97,7 @@ class Client:
             except ValueError:
                 error = ApiError(exc.code, "", text.strip() or str(exc))
             retry_after = (exc.headers or {}).get("Retry-After", "")
-            error.retry_after = min(float(retry_after), 5.0) if retry_after.isdigit() else 1.0
+            error.retry_after = min(int(retry_after), 5) if retry_after.isdecimal() else 1.0
             raise error from None
         except (urllib.error.URLError, OSError) as exc:
             raise ServingOpsError(f"API server {self.server} unreachable: {exc}") from exc

@@ -1024,6 +1024,14 @@ PREDICTOR_WORKLOAD = {"Serverless": ("serving.knative.dev/v1", "Service"), "Knat
                       "RawDeployment": ("apps/v1", "Deployment"), "Standard": ("apps/v1", "Deployment")}
 
 
+KSERVE_CHILD_GROUPS = {"", "apps", "serving.knative.dev", "autoscaling", "keda.sh"}
+
+
+def _applied_namespace(kind: str, namespace: str, target: str) -> str:
+    """The namespace Flux applies an object into: a Kustomization's spec.targetNamespace moves namespaced ones."""
+    return "" if kind in CLUSTER_SCOPED else target or namespace
+
+
 @rule("flux-health-checks", "a Flux Kustomization that deploys models does not `wait` on InferenceServices, and "
       "its healthChecks cover each model's <name>-predictor workload and name nothing it does not create")
 def flux_health_checks(env: Environment) -> Iterator[Finding]:
@@ -1041,32 +1049,48 @@ def flux_health_checks(env: Environment) -> Iterator[Finding]:
                              "spec.timeout, at every sync: drop wait and list each model's <name>-predictor workload "
                              "under spec.healthChecks")
             continue
-        if not isinstance(spec.get("healthChecks"), list):
+        checks = [c for c in spec.get("healthChecks") or [] if isinstance(c, dict)]
+        if not checks:
             continue  # waits for nothing: a choice (the generated Kustomizations list their checks)
         target = str(spec.get("targetNamespace") or "")
-        checks = [c for c in spec["healthChecks"] if isinstance(c, dict)]
-        listed = {(str(c.get("kind")), str(c.get("name")), str(c.get("namespace") or ks.namespace)) for c in checks}
 
-        def among(key: tuple[str, str, str], keys: Iterable[tuple[str, str, str]]) -> bool:
-            return any(key[:2] == other[:2] and _same_ns(key[2], other[2]) for other in keys)
+        # (API group, kind, name, namespace). Flux reads an entry as given: no apiVersion means apps/v1, and no
+        # namespace means none (kustomize-controller's ReferenceToObjMetadataSet), not the Kustomization's.
+        listed = set()
+        for check in checks:
+            api = str(check.get("apiVersion") or "apps/v1")
+            key = (api.rpartition("/")[0], str(check.get("kind")), str(check.get("name")), str(check.get("namespace") or ""))
+            listed.add(key)
+            if not key[3] and key[1] not in CLUSTER_SCOPED:
+                yield ks.finding("flux-health-checks", f"spec.healthChecks lists {key[1]} {key[2]} without a "
+                                 f"namespace, and Flux does not default it: it looks for the object in no namespace "
+                                 f"and waits until spec.timeout; add its namespace")
 
-        workloads: list[tuple[str, str, str, str]] = []  # (apiVersion, kind, name, namespace) KServe creates
+        def among(key: tuple[str, str, str, str], keys: Iterable[tuple[str, str, str, str]]) -> bool:
+            return any(key[:3] == other[:3] and _same_ns(key[3], other[3]) for other in keys)
+
         for isvc in isvcs:
             mode = _get(isvc.obj, "metadata", "annotations", "serving.kserve.io/deploymentMode")
             kinds = [PREDICTOR_WORKLOAD[mode]] if mode in PREDICTOR_WORKLOAD else sorted(set(PREDICTOR_WORKLOAD.values()))
-            mine = [(api, kind, f"{isvc.name}-predictor", target or isvc.namespace) for api, kind in kinds]
-            workloads += mine
-            if not any(among((kind, name, ns), listed) for _, kind, name, ns in mine):
+            mine = [(api, kind, f"{isvc.name}-predictor", _applied_namespace(kind, isvc.namespace, target)) for api, kind in kinds]
+            if not any(among((api.rpartition("/")[0], kind, name, ns), listed) for api, kind, name, ns in mine):
                 api, kind, name, ns = mine[0]
                 yield ks.finding("flux-health-checks", f"InferenceService {isvc.name} is not health-checked, so Flux "
                                  f"reports the sync Ready before the model serves: add {{apiVersion: {api}, kind: "
                                  f"{kind}, name: {name}, namespace: {ns}}} to spec.healthChecks")
-        created = {(r.kind, r.name, target or r.namespace) for r in layer}
-        created |= {(kind, name, ns) for _, kind, name, ns in workloads}
-        for kind, name, ns in sorted(key for key in listed if not among(key, created)):
-            yield ks.finding("flux-health-checks", f"spec.healthChecks lists {kind} {ns}/{name}, which nothing this "
-                             f"Kustomization applies creates (a model removed by hand?): Flux waits for it until "
-                             f"spec.timeout and fails every sync; remove the entry")
+        created = {(r.group, r.kind, r.name, _applied_namespace(r.kind, r.namespace, target)) for r in layer}
+        # What KServe creates for a model, by name: <model>-<component> Deployments, Knative or core Services,
+        # HPAs and ScaledObjects.
+        kserve_made = {(_applied_namespace("", isvc.namespace, target), f"{isvc.name}-{component}")
+                       for isvc in isvcs for component in ("predictor", "transformer", "explainer")}
+        for key in sorted(listed):
+            group, kind, name, ns = key
+            if among(key, created) or (group in KSERVE_CHILD_GROUPS and any(
+                    _same_ns(ns, n) and name == made for n, made in kserve_made)):
+                continue
+            yield ks.finding("flux-health-checks", f"spec.healthChecks lists {kind} {ns}/{name} ({group or 'core'}), "
+                             f"which nothing this Kustomization applies creates (a model removed by hand?): Flux waits "
+                             f"for it until spec.timeout and fails every sync; remove the entry")
 
 
 def _seconds(duration: str) -> int | None:

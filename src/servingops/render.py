@@ -96,6 +96,11 @@ def batch_mode() -> None:
     """
     if getattr(jinja2.Environment.compile, "servingops_cached", False):
         return
+    copier_main, copier_template = sys.modules["copier._main"], sys.modules["copier._template"]
+    for module, name in ((copier_main, "is_git_available"), (copier_template, "load_template_config"),
+                         (copier_template, "get_repo")):
+        if not callable(getattr(module, name, None)):  # copier internals moved: say so, loudly, before patching
+            raise RuntimeError(f"{module.__name__}.{name} is gone: update render.batch_mode for this copier")
     original = jinja2.Environment.compile
     compiled: dict[tuple, Any] = {}
 
@@ -118,11 +123,7 @@ def batch_mode() -> None:
     # text is the same in every run.
     if hasattr(yaml, "CSafeLoader"):
         yaml.safe_load = _cached_safe_load
-    copier_main = sys.modules["copier._main"]
-    if not callable(getattr(copier_main, "is_git_available", None)):  # copier internals moved: say so, loudly
-        raise RuntimeError("copier._main.is_git_available is gone: update render.batch_mode for this copier")
     copier_main.is_git_available = lambda: False
-    copier_template = sys.modules["copier._template"]
     parse_config = copier_template.load_template_config
     parsed: dict[tuple, Any] = {}
 
@@ -136,8 +137,6 @@ def batch_mode() -> None:
     copier_template.load_template_config = load_template_config
     # Copier asks git (two subprocesses) whether the template folder is a repository or a bundle, several times
     # per run; the snapshot is a plain folder for the worker's whole life.
-    if not callable(getattr(copier_template, "get_repo", None)):
-        raise RuntimeError("copier._template.get_repo is gone: update render.batch_mode for this copier")
     copier_template.get_repo = functools.cache(copier_template.get_repo)
 
 
