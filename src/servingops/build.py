@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -181,17 +182,24 @@ def render_targets(targets: Sequence[Target], jobs: int) -> list[str | CommandEr
         return list(pool.map(render, targets))
 
 
-def split_documents(text: str) -> list[tuple[dict, str]]:
+def split_documents(text: str, known: dict[str, Any] | None = None) -> list[tuple[dict, str]]:
     """(parsed, source text) for each non-empty YAML document, cut at the parser's own document boundaries
-    (a `---` line inside a block scalar stays where it is)."""
+    (a `---` line inside a block scalar stays where it is). `known` (source text -> parsed) is read and filled:
+    a document seen before is not constructed again, and callers share its parsed object (read it, never change it)."""
     docs = []
     loader = YAML_LOADER(text)
     try:
         while loader.check_node():
             node = loader.get_node()
-            parsed = loader.construct_document(node)
+            source = text[node.start_mark.index : node.end_mark.index]
+            if known is not None and source in known:
+                parsed = known[source]
+            else:
+                parsed = loader.construct_document(node)
+                if known is not None:
+                    known[source] = parsed
             if parsed:
-                docs.append((parsed, text[node.start_mark.index : node.end_mark.index]))
+                docs.append((parsed, source))
     finally:
         loader.dispose()
     return docs

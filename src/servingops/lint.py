@@ -316,7 +316,7 @@ def _lint(entries: Sequence[tuple[Path, str, object]], jobs: int, repo_root: Pat
         if any(other in scan_root.parents for other in scan_roots):
             continue
         for file in [scan_root] if scan_root.is_file() else _yaml_files(scan_root):
-            for doc in _load_all(file):
+            for doc in _load_all(file, only_if="Secret"):  # a file that never says Secret holds none
                 res = Resource(display_path(file), doc)
                 if res.name not in seen:
                     findings += _plaintext_secret(res)
@@ -379,10 +379,14 @@ def _yaml_files(folder: Path, recursive: bool = True) -> list[Path]:
     return found
 
 
-def _load_all(file: Path) -> list[dict]:
-    """The mapping documents of a YAML file; files that are not YAML (templates, ...) yield nothing."""
+def _load_all(file: Path, only_if: str = "") -> list[dict]:
+    """The mapping documents of a YAML file (none unless its text contains `only_if`); files that are not YAML
+    (templates, ...) yield nothing."""
     try:
-        return [d for d in yaml.load_all(file.read_text(), Loader=YAML_LOADER) if isinstance(d, dict)]
+        text = file.read_text()
+        if only_if not in text:
+            return []
+        return [d for d in yaml.load_all(text, Loader=YAML_LOADER) if isinstance(d, dict)]
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
         return []
 

@@ -24,7 +24,8 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -656,45 +657,96 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
     built: dict[str, Future] = {}  # overlay digest -> build future (identical inputs are built once)
     digests: dict[tuple[str, Path], str] = {}  # (render, overlay) -> digest
     build_seconds: dict[str, float] = {}
+    checked = Checked(release_of={spec.name: spec.axes.get(RELEASE_AXIS) or releases.default_version() for spec in renders})
     render_progress = Progress("render", len(renders) + len(rejects), stream)
+    check_progress = Progress("check", len(renders), stream)  # built, parsed, scanned and linted
     with ProcessPoolExecutor(max_workers=jobs) as processes, ThreadPoolExecutor(max_workers=jobs) as threads:
-        pending = {
+        pending: dict[Future, RenderSpec] = {
             processes.submit(_render_one, template, spec.answers(), str(workdir / spec.name)): spec for spec in renders
         }
         reject_futures = {processes.submit(_reject_one, template, r.answers, r.question, r.expect): r for r in rejects}
-        for future in as_completed(pending):
-            spec = pending[future]
-            render_progress.step()
-            try:
-                seconds = future.result()
-            except Exception as exc:  # a render that fails is a matrix failure, with the answers to reproduce it
-                report.failures.append(f"{spec.name}: copier failed: {str(exc).splitlines()[-1]}; answers: {json.dumps(spec.answers())}")
-                continue
-            report.renders.append({"name": spec.name, "runtimes": list(spec.runtimes), "storage": list(spec.storage),
-                                   "axes": spec.axes, "environments": len(spec.cells), "seconds": round(seconds, 2)})
-            # Pairwise coverage counts what renders: the files must show exactly the answers the plan counted.
-            shown, counted = rendered_features(workdir / spec.name), effective_axes(spec)
-            if shown != counted:
-                report.failures.append(f"{spec.name}: the rendered repo shows {shown}, the coverage counted {counted}")
-            for overlay in synced_overlays(workdir / spec.name):
-                key = overlay_digest(overlay, workdir / spec.name)
-                if key not in built:
-                    built[key] = threads.submit(_timed_build, overlay, build_seconds, key)
-                digests[(spec.name, overlay)] = key
+        waiting: dict[str, list[Future]] = {}  # render -> its builds: parsed, scanned and linted once all are done
+        while pending or waiting:
+            done = {f for f in pending if f.done()}
+            for future in done:
+                spec = pending.pop(future)
+                render_progress.step()
+                if (builds := _rendered(spec, future, report, workdir, built, digests, build_seconds, threads)) is not None:
+                    waiting[spec.name] = builds
+            # A render whose builds are all done is checked here, while the other renders and builds go on.
+            for name in [n for n, builds in waiting.items() if all(b.done() for b in builds)]:
+                del waiting[name]
+                spec = next(s for s in renders if s.name == name)
+                checked.add(spec, {k: built[d].result() for k, d in digests.items() if k[0] == name}, workdir,
+                            lint_enabled)
+                check_progress.step()
+            running = [f for f in [*pending, *(b for builds in waiting.values() for b in builds)] if not f.done()]
+            if running:
+                futures_wait(running, return_when=FIRST_COMPLETED)
         for future in as_completed(reject_futures):
             rejection = reject_futures[future]
             render_progress.step()
             ok, message = future.result()
             report.rejections.append({"id": rejection.id, "why": rejection.why, "ok": ok, "message": message,
                                       "answers": rejection.answers})
-        build_progress = Progress("build", len(built), stream)
-        for _ in as_completed(built.values()):
-            build_progress.step()
     report.overlays_built = len(digests)
     report.overlays_distinct = len(built)
-    report.failures += secret_hits(workdir / spec.name for spec in renders)
+    report.failures += checked.secret_hits
     outputs = {key: built[digest].result() for key, digest in digests.items()}
-    _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, lint_enabled)
+    _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, checked)
+
+
+def _rendered(spec, future, report, workdir, built, digests, build_seconds, threads) -> list[Future] | None:
+    """A finished render: recorded, its coverage checked, and each overlay it syncs built (once per digest)."""
+    try:
+        seconds = future.result()
+    except Exception as exc:  # a render that fails is a matrix failure, with the answers to reproduce it
+        report.failures.append(f"{spec.name}: copier failed: {str(exc).splitlines()[-1]}; answers: {json.dumps(spec.answers())}")
+        return None
+    report.renders.append({"name": spec.name, "runtimes": list(spec.runtimes), "storage": list(spec.storage),
+                           "axes": spec.axes, "environments": len(spec.cells), "seconds": round(seconds, 2)})
+    # Pairwise coverage counts what renders: the files must show exactly the answers the plan counted.
+    shown, counted = rendered_features(workdir / spec.name), effective_axes(spec)
+    if shown != counted:
+        report.failures.append(f"{spec.name}: the rendered repo shows {shown}, the coverage counted {counted}")
+    builds = []
+    for overlay in synced_overlays(workdir / spec.name):
+        key = overlay_digest(overlay, workdir / spec.name)
+        if key not in built:
+            built[key] = threads.submit(_timed_build, overlay, build_seconds, key)
+        digests[(spec.name, overlay)] = key
+        builds.append(built[key])
+    return builds
+
+
+@dataclass
+class Checked:
+    """What the matrix learns from each render once its builds are done: its distinct resources (for one
+    kubeconform pass per release at the end), each overlay's parsed documents, lint findings, secret hits."""
+
+    release_of: dict[str, str]
+    documents: dict[tuple[str, str], str] = field(default_factory=dict)  # (release, sha256) -> document text
+    per_overlay: dict[tuple[str, Path], list[tuple[tuple[str, str], dict]]] = field(default_factory=dict)
+    lint_findings: dict[tuple[str, Path], list[str]] = field(default_factory=lambda: defaultdict(list))
+    secret_hits: list[str] = field(default_factory=list)
+    parsed: dict[str, Any] = field(default_factory=dict)  # document text -> parsed: each distinct one constructed once
+
+    def add(self, spec: RenderSpec, outputs: dict[tuple[str, Path], str | CommandError], workdir: Path,
+            lint_enabled: bool) -> None:
+        for key, output in outputs.items():
+            if isinstance(output, CommandError):
+                continue
+            self.per_overlay[key] = []
+            for parsed, text in split_documents(output, self.parsed):
+                d = (self.release_of[spec.name], hashlib.sha256(text.encode()).hexdigest())
+                self.documents.setdefault(d, text)
+                self.per_overlay[key].append((d, parsed))
+        self.secret_hits += secret_hits([workdir / spec.name])
+        if lint_enabled:
+            docs = {str(overlay): [doc for _, doc in self.per_overlay[(name, overlay)]]
+                    for name, overlay in outputs if (name, overlay) in self.per_overlay}
+            for finding in lint_entry_point()(docs, workdir / spec.name).findings:
+                self.lint_findings[(spec.name, Path(finding.target))].append(f"{finding.rule}: {finding.message}")
 
 
 SECRET_PATTERNS = render.secret_patterns()
@@ -720,28 +772,14 @@ def _timed_build(overlay: Path, seconds: dict[str, float], key: str) -> str | Co
         seconds[key] = time.perf_counter() - start
 
 
-def _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, stores, jobs, lint_enabled) -> None:
-    # (release, digest) -> document text: each distinct resource is validated once per KServe release
-    documents: dict[tuple[str, str], str] = {}
-    per_overlay: dict[tuple[str, Path], list[tuple[tuple[str, str], dict]]] = {}
-    release_of = {spec.name: spec.axes.get(RELEASE_AXIS) or releases.default_version() for spec in renders}
-    for key, output in outputs.items():
-        if isinstance(output, CommandError):
-            continue
-        per_overlay[key] = []
-        for parsed, text in split_documents(output):
-            d = (release_of[key[0]], hashlib.sha256(text.encode()).hexdigest())
-            documents.setdefault(d, text)
-            per_overlay[key].append((d, parsed))
+def _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, stores, jobs, checked) -> None:
+    documents, per_overlay, lint_findings = checked.documents, checked.per_overlay, checked.lint_findings
     verdicts = {}
-    # One kubeconform process per release, all at once, while lint runs here: none of them waits for another.
-    with ThreadPoolExecutor(max_workers=max(1, len(stores))) as threads:
+    with ThreadPoolExecutor(max_workers=max(1, len(stores))) as threads:  # one kubeconform per release, at once
         ordered = {version: [d for d in documents if d[0] == version] for version in stores}
-        checked = {version: threads.submit(kubeconform_verdicts, [documents[d] for d in ordered[version]], store,
+        results = {version: threads.submit(kubeconform_verdicts, [documents[d] for d in ordered[version]], store,
                                            jobs=jobs) for version, store in stores.items()}
-        parsed = {key: [doc for _, doc in docs] for key, docs in per_overlay.items()}
-        lint_findings = _lint(renders, parsed, workdir) if lint_enabled else {}
-        for version, future in checked.items():
+        for version, future in results.items():
             verdicts.update(zip(ordered[version], future.result()))
     report.resources = sum(len(v) for v in per_overlay.values())
     report.resources_distinct = len(documents)
@@ -787,22 +825,6 @@ def lint_entry_point() -> Any:
         raise ServingOpsError("servingops.lint has no lint_built(outputs, repo): the matrix cannot lint what it "
                               "builds; restore the entry point (or run with --no-lint to skip lint on purpose)")
     return entry
-
-
-def _lint(renders, parsed_outputs, workdir) -> dict[tuple[str, Path], list[str]]:
-    """Lint findings per overlay (the cross-object checks)."""
-    findings: dict[tuple[str, Path], list[str]] = defaultdict(list)
-    lint_built = lint_entry_point()
-    for spec in renders:
-        repo = workdir / spec.name
-        outputs = {str(k[1]): docs for k, docs in parsed_outputs.items() if k[0] == spec.name}
-        lint_report = lint_built(outputs, repo)
-        for finding in lint_report.findings:
-            findings[(spec.name, Path(finding.target))].append(f"{finding.rule}: {finding.message}")
-    return findings
-
-
-# --- CLI -------------------------------------------------------------------------------------------------
 
 
 def print_table(report: MatrixReport, stream=sys.stdout) -> None:
