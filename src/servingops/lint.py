@@ -238,12 +238,12 @@ def _entry_points(root: Path, layers: dict[Path, str], documents: list[tuple[Pat
     `layers` (path -> label)."""
     found = []
     for file, doc in documents:
-            spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-            sources = [spec] if doc.get("kind") == "Kustomization" else [spec.get("source")] + list(spec.get("sources") or [])
-            for source in sources:
-                path = source.get("path") if isinstance(source, dict) else None
-                if isinstance(path, str) and path and (root / path).resolve() in layers:
-                    found.append((Resource(display_path(file), doc), layers[(root / path).resolve()]))
+        spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+        sources = [spec] if doc.get("kind") == "Kustomization" else [spec.get("source")] + list(spec.get("sources") or [])
+        for source in sources:
+            path = source.get("path") if isinstance(source, dict) else None
+            if isinstance(path, str) and path and (root / path).resolve() in layers:
+                found.append((Resource(display_path(file), doc), layers[(root / path).resolve()]))
     return found
 
 
@@ -1000,19 +1000,22 @@ PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
 FLUX_KUSTOMIZE = "kustomize.toolkit.fluxcd.io"
 
 
+def _flux_syncs(env: Environment) -> list[tuple[Resource, list[Resource]]]:
+    """Each Flux Kustomization with what it applies: an entry point under clusters/ its own layer, a
+    Kustomization built with the models everything built."""
+    syncs = [(ks, [r for r in env.docs if r.overlay == label]) for ks, label in env.entry_points]
+    syncs += [(ks, env.docs) for ks in env.kind("Kustomization")]
+    return [(ks, layer) for ks, layer in syncs if ks.kind == "Kustomization" and ks.group == FLUX_KUSTOMIZE]
+
+
 @rule("timeouts", "a Flux Kustomization waits (spec.timeout) at least as long as the progress deadline of every "
       "model it deploys")
 def timeouts(env: Environment) -> Iterator[Finding]:
-    deadlines: dict[str, list[tuple[int, str, Resource]]] = {}  # layer label -> (seconds, deadline, model)
-    for isvc in env.kind("InferenceService"):
-        deadline = _get(isvc.obj, "metadata", "annotations", PROGRESS_DEADLINE)
-        if deadline is not None and _seconds(str(deadline)) is not None:
-            deadlines.setdefault(isvc.overlay, []).append((_seconds(str(deadline)), str(deadline), isvc))
-    # Entry points under clusters/ wait for their own layer; a Kustomization built with the models waits for them all.
-    syncs = [(ks, deadlines.get(label, [])) for ks, label in env.entry_points]
-    syncs += [(ks, [d for ds in deadlines.values() for d in ds]) for ks in env.kind("Kustomization")]
-    for ks, models in syncs:
-        if ks.kind != "Kustomization" or ks.group != FLUX_KUSTOMIZE or not models:
+    for ks, layer in _flux_syncs(env):
+        models = [(_seconds(str(deadline)), str(deadline), isvc) for isvc in layer if isvc.kind == "InferenceService"
+                  and (deadline := _get(isvc.obj, "metadata", "annotations", PROGRESS_DEADLINE)) is not None
+                  and _seconds(str(deadline)) is not None]
+        if not models:
             continue
         timeout = str(_get(ks.obj, "spec", "timeout", default="") or _get(ks.obj, "spec", "interval", default=""))
         seconds, deadline, isvc = max(models, key=lambda m: m[0])
@@ -1031,6 +1034,11 @@ PREDICTOR_WORKLOAD = {"Serverless": ("serving.knative.dev/v1", "Service"), "Knat
 KSERVE_CHILD_GROUPS = {"", "apps", "serving.knative.dev", "autoscaling", "keda.sh"}
 
 
+def _among(key: tuple[str, str, str, str], keys: Iterable[tuple[str, str, str, str]]) -> bool:
+    """(API group, kind, name, namespace) is one of `keys`; an unset namespace matches any."""
+    return any(key[:3] == other[:3] and _same_ns(key[3], other[3]) for other in keys)
+
+
 def _applied_namespace(kind: str, namespace: str, target: str) -> str:
     """The namespace Flux applies an object into: a Kustomization's spec.targetNamespace moves namespaced ones."""
     return "" if kind in CLUSTER_SCOPED else target or namespace
@@ -1039,11 +1047,9 @@ def _applied_namespace(kind: str, namespace: str, target: str) -> str:
 @rule("flux-health-checks", "a Flux Kustomization that deploys models does not `wait` on InferenceServices, and "
       "its healthChecks cover each model's <name>-predictor workload and name nothing it does not create")
 def flux_health_checks(env: Environment) -> Iterator[Finding]:
-    syncs = [(ks, [r for r in env.docs if r.overlay == label]) for ks, label in env.entry_points]
-    syncs += [(ks, env.docs) for ks in env.kind("Kustomization")]  # built with the models: waits for them all
-    for ks, layer in syncs:
+    for ks, layer in _flux_syncs(env):
         isvcs = [r for r in layer if r.kind == "InferenceService" and r.group == KSERVE]
-        if ks.kind != "Kustomization" or ks.group != FLUX_KUSTOMIZE or not isvcs:
+        if not isvcs:
             continue
         spec = ks.obj.get("spec") if isinstance(ks.obj.get("spec"), dict) else {}
         if spec.get("wait") is True:
@@ -1070,14 +1076,11 @@ def flux_health_checks(env: Environment) -> Iterator[Finding]:
                                  f"namespace, and Flux does not default it: it looks for the object in no namespace "
                                  f"and waits until spec.timeout; add its namespace")
 
-        def among(key: tuple[str, str, str, str], keys: Iterable[tuple[str, str, str, str]]) -> bool:
-            return any(key[:3] == other[:3] and _same_ns(key[3], other[3]) for other in keys)
-
         for isvc in isvcs:
             mode = _get(isvc.obj, "metadata", "annotations", "serving.kserve.io/deploymentMode")
             kinds = [PREDICTOR_WORKLOAD[mode]] if mode in PREDICTOR_WORKLOAD else sorted(set(PREDICTOR_WORKLOAD.values()))
             mine = [(api, kind, f"{isvc.name}-predictor", _applied_namespace(kind, isvc.namespace, target)) for api, kind in kinds]
-            if not any(among((api.rpartition("/")[0], kind, name, ns), listed) for api, kind, name, ns in mine):
+            if not any(_among((api.rpartition("/")[0], kind, name, ns), listed) for api, kind, name, ns in mine):
                 api, kind, name, ns = mine[0]
                 yield ks.finding("flux-health-checks", f"InferenceService {isvc.name} is not health-checked, so Flux "
                                  f"reports the sync Ready before the model serves: add {{apiVersion: {api}, kind: "
@@ -1085,11 +1088,11 @@ def flux_health_checks(env: Environment) -> Iterator[Finding]:
         created = {(r.group, r.kind, r.name, _applied_namespace(r.kind, r.namespace, target)) for r in layer}
         # What KServe creates for a model, by name: <model>-<component> Deployments, Knative or core Services,
         # HPAs and ScaledObjects.
-        kserve_made = {(_applied_namespace("", isvc.namespace, target), f"{isvc.name}-{component}")
+        kserve_made = {(_applied_namespace(isvc.kind, isvc.namespace, target), f"{isvc.name}-{component}")
                        for isvc in isvcs for component in ("predictor", "transformer", "explainer")}
         for key in sorted(listed):
             group, kind, name, ns = key
-            if among(key, created) or (group in KSERVE_CHILD_GROUPS and any(
+            if _among(key, created) or (group in KSERVE_CHILD_GROUPS and any(
                     _same_ns(ns, n) and name == made for n, made in kserve_made)):
                 continue
             yield ks.finding("flux-health-checks", f"spec.healthChecks lists {kind} {ns}/{name} ({group or 'core'}), "
