@@ -275,7 +275,7 @@ def _quantities(resources: dict | None) -> dict:
 
 def _amounts(resources: dict | None) -> dict:
     """_quantities compared by amount: KServe writes "1000m" back as "1", "1024Mi" as "1Gi"."""
-    return {part: {k: capacity.quantity(v) if capacity.quantity(v) is not None else v for k, v in values.items()}
+    return {part: {k: amount if (amount := capacity.quantity(v)) is not None else v for k, v in values.items()}
             for part, values in _quantities(resources).items()}
 
 

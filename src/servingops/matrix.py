@@ -665,22 +665,21 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
             processes.submit(_render_one, template, spec.answers(), str(workdir / spec.name)): spec for spec in renders
         }
         reject_futures = {processes.submit(_reject_one, template, r.answers, r.question, r.expect): r for r in rejects}
-        waiting: dict[str, list[Future]] = {}  # render -> its builds: parsed, scanned and linted once all are done
+        # A render's overlays, (render, overlay) keys: parsed, scanned and linted once all of them are built.
+        waiting: dict[str, tuple[RenderSpec, list[tuple[str, Path]]]] = {}
         while pending or waiting:
-            done = {f for f in pending if f.done()}
-            for future in done:
+            for future in [f for f in pending if f.done()]:
                 spec = pending.pop(future)
                 render_progress.step()
-                if (builds := _rendered(spec, future, report, workdir, built, digests, build_seconds, threads)) is not None:
-                    waiting[spec.name] = builds
+                if (keys := _rendered(spec, future, report, workdir, built, digests, build_seconds, threads)) is not None:
+                    waiting[spec.name] = (spec, keys)
             # A render whose builds are all done is checked here, while the other renders and builds go on.
-            for name in [n for n, builds in waiting.items() if all(b.done() for b in builds)]:
-                del waiting[name]
-                spec = next(s for s in renders if s.name == name)
-                checked.add(spec, {k: built[d].result() for k, d in digests.items() if k[0] == name}, workdir,
-                            lint_enabled)
+            for name in [n for n, (_, keys) in waiting.items() if all(built[digests[k]].done() for k in keys)]:
+                spec, keys = waiting.pop(name)
+                checked.add(spec, {k: built[digests[k]].result() for k in keys}, workdir, lint_enabled)
                 check_progress.step()
-            running = [f for f in [*pending, *(b for builds in waiting.values() for b in builds)] if not f.done()]
+            running = [f for f in [*pending, *(built[digests[k]] for _, keys in waiting.values() for k in keys)]
+                       if not f.done()]
             if running:
                 futures_wait(running, return_when=FIRST_COMPLETED)
         for future in as_completed(reject_futures):
@@ -696,8 +695,9 @@ def _run(renders, rejects, report, template, workdir, store, jobs, lint_enabled,
     _validate_and_collect(renders, report, outputs, digests, build_seconds, workdir, store, jobs, checked)
 
 
-def _rendered(spec, future, report, workdir, built, digests, build_seconds, threads) -> list[Future] | None:
-    """A finished render: recorded, its coverage checked, and each overlay it syncs built (once per digest)."""
+def _rendered(spec, future, report, workdir, built, digests, build_seconds, threads) -> list[tuple[str, Path]] | None:
+    """A finished render: recorded, its coverage checked, and each overlay it syncs built (once per digest); its
+    (render, overlay) keys, None when copier failed."""
     try:
         seconds = future.result()
     except Exception as exc:  # a render that fails is a matrix failure, with the answers to reproduce it
@@ -709,14 +709,14 @@ def _rendered(spec, future, report, workdir, built, digests, build_seconds, thre
     shown, counted = rendered_features(workdir / spec.name), effective_axes(spec)
     if shown != counted:
         report.failures.append(f"{spec.name}: the rendered repo shows {shown}, the coverage counted {counted}")
-    builds = []
+    keys = []
     for overlay in synced_overlays(workdir / spec.name):
         key = overlay_digest(overlay, workdir / spec.name)
         if key not in built:
             built[key] = threads.submit(_timed_build, overlay, build_seconds, key)
         digests[(spec.name, overlay)] = key
-        builds.append(built[key])
-    return builds
+        keys.append((spec.name, overlay))
+    return keys
 
 
 @dataclass
@@ -825,6 +825,9 @@ def lint_entry_point() -> Any:
         raise ServingOpsError("servingops.lint has no lint_built(outputs, repo): the matrix cannot lint what it "
                               "builds; restore the entry point (or run with --no-lint to skip lint on purpose)")
     return entry
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
 
 
 def print_table(report: MatrixReport, stream=sys.stdout) -> None:
