@@ -4,6 +4,7 @@ the faults are the edits a user could make in the files the repo gives them (val
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from conftest import child_pids, terminal_sigint
-from servingops import cluster_check, render
+from servingops import cluster_check, kserve_build, render
+from servingops.clusterbox import ClusterBox
 from servingops.tools import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
@@ -143,6 +145,24 @@ def test_default_repo_knative_mode(tmp_path):
     report, models = check(repo)
     assert report.ok, report.summary()
     assert models["gpu/qwen25-1-5b"].workload == "Knative Service qwen25-1-5b-predictor"
+
+
+def test_box_is_up_only_once_kserves_webhook_sees_its_runtimes():
+    """KServe's runtime webhook judges against its manager's informer cache, which lags the API server. The box
+    waits until a dry-run copy of each shipped runtime that competes on priority is denied; the probe must tell a
+    runtime the webhook has seen from one it has not (or a user's runtime applied at once could slip through)."""
+    tag = cluster_check.release_tag({"kserve_version": "v0.20"})
+    release = cluster_check.release_data(tag, None)
+    runtimes = release.runtimes()
+    with ClusterBox(kserve=kserve_build.ensure(tag), inferenceservice_config=release.inferenceservice_config(),
+                    runtimes=runtimes, crd_paths=release.crd_files({"ClusterServingRuntime"}), knative=False,
+                    log=lambda line: None) as box:
+        assert box._webhook_sees_runtimes()
+        unseen = copy.deepcopy(next(r for r in runtimes if r["metadata"]["name"] == "kserve-huggingfaceserver"))
+        unseen["metadata"] = {"name": "never-installed"}
+        unseen["spec"]["supportedModelFormats"][0]["priority"] = 7
+        box.runtimes = [*runtimes, unseen]
+        assert not box._webhook_sees_runtimes()
 
 
 def test_ctrl_c_stops_every_process(tmp_path):

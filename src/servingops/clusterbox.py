@@ -31,7 +31,7 @@ import yaml
 from . import apiserver, controlplane, kserve_build
 from .command import Command
 from .errors import ServingOpsError
-from .kubeapi import Client
+from .kubeapi import ApiError, Client
 from .tools import PROJECT_ROOT
 
 KSERVE_NAMESPACE = "kserve"
@@ -258,6 +258,29 @@ class ClusterBox:
         # KServe's own runtimes go in through its webhooks, as on a real install.
         for runtime in self.runtimes:
             self.client.apply(runtime)
+        self._wait(self._webhook_sees_runtimes, process, "KServe's webhook cache of its own runtimes")
+
+    def _webhook_sees_runtimes(self) -> bool:
+        """True once KServe's runtime webhook judges against every runtime just installed. It lists runtimes from
+        the manager's informer cache, which lags the API server: a runtime applied right after could be admitted
+        beside a shipped one with its priority, as it never would be on a cluster installed minutes earlier. A
+        dry-run copy of each shipped runtime that competes on priority is denied only once the cache holds it."""
+        for runtime in self.runtimes:
+            spec = runtime["spec"]
+            competes = spec.get("protocolVersions") and not spec.get("disabled") and any(
+                f.get("autoSelect") and f.get("priority") is not None for f in spec.get("supportedModelFormats", []))
+            if not competes:
+                continue
+            probe = copy.deepcopy(runtime)
+            probe["metadata"] = {"name": f"servingops-probe-{runtime['metadata']['name']}"[:63]}
+            try:
+                self.client.apply(probe, dry_run=True)
+            except ApiError as exc:
+                # KServe's words: "... in the clusterservingruntimes <existing> and <new>"
+                if f"clusterservingruntimes {runtime['metadata']['name']} and" in str(exc):
+                    continue
+            return False
+        return True
 
     def _register_webhooks(self, port: int) -> None:
         """KServe's webhook manifests (config/webhook/manifests.yaml of the release), pointed at 127.0.0.1."""
