@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servingops import capacity, lint, render
+from servingops import capacity, kserve, lint, render
 from servingops.cli import main
 from servingops.errors import InputError
 from servingops.validate import display_path, kustomize_build, split_documents
@@ -395,8 +395,8 @@ HF = {"name": "huggingface", "version": "1", "autoSelect": True, "priority": 2}
      {"protocolVersions": ["v2"], "supportedModelFormats": [HF], "disabled": True}, False),  # existing disabled
 ])
 def test_runtime_priority_collision_follows_the_webhook(new, existing, collides):
-    assert bool(lint._priority_collision(new, existing)) is collides
-    assert bool(lint._priority_collision(existing, new)) is collides
+    assert bool(kserve.priority_collision(new, existing)) is collides
+    assert bool(kserve.priority_collision(existing, new)) is collides
 
 
 @pytest.mark.renders

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import apiserver, controlplane, kserve_build
+from . import apiserver, controlplane, kserve, kserve_build
 from .command import Command
 from .errors import ServingOpsError
 from .kubeapi import ApiError, Client
@@ -266,11 +266,8 @@ class ClusterBox:
         beside a shipped one with its priority, as it never would be on a cluster installed minutes earlier. A
         dry-run copy of each shipped runtime that competes on priority is denied only once the cache holds it."""
         for runtime in self.runtimes:
-            spec = runtime["spec"]
-            competes = spec.get("protocolVersions") and not spec.get("disabled") and any(
-                f.get("autoSelect") and f.get("priority") is not None for f in spec.get("supportedModelFormats", []))
-            if not competes:
-                continue
+            if not kserve.priority_collision(runtime["spec"], runtime["spec"]):
+                continue  # its copy would be admitted even once the cache holds it: nothing to learn
             probe = copy.deepcopy(runtime)
             probe["metadata"] = {"name": f"servingops-probe-{runtime['metadata']['name']}"[:63]}
             try:

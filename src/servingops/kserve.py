@@ -6,6 +6,8 @@
   release's config/runtimes files). overlays-catalog/releases.yml summarises them (releases.shipped_runtimes).
 - `blocked_env_vars(tag)`: the environment variables KServe's admission webhooks refuse in runtime and
   InferenceService containers (releases.yml `blocked_env_vars`, from pkg/validation/env_policy.go).
+- `priority_collision(new, existing)`: the model format two runtime specs both auto-select with one priority
+  over a shared protocol, which KServe's runtime webhook refuses (validateServingRuntimePriority).
 - `repo_release(root)`: the release tag a generated repo targets (its kserve_version in releases.yml).
 """
 
@@ -62,3 +64,25 @@ def blocked_env_vars(tag: str) -> tuple[str, ...]:
     if row is None:
         raise InputError(f"KServe release {tag} is unknown: use one of {', '.join(r['tag'] for r in rows)}")
     return tuple(row["blocked_env_vars"])
+
+
+def auto_formats(spec: dict) -> list[dict]:
+    """The model formats a runtime spec auto-selects (autoSelect: true)."""
+    return [f for f in spec.get("supportedModelFormats") or [] if isinstance(f, dict) and f.get("autoSelect") is True]
+
+
+def priority_collision(new: dict, existing: dict) -> str | None:
+    """validateServingRuntimePriority (symmetric): the model format both auto-select with the same priority.
+    A disabled runtime collides with nothing (the webhook admits it, and skips it as the existing one)."""
+    if bool(new.get("multiModel")) != bool(existing.get("multiModel")) or True in (new.get("disabled"),
+                                                                                     existing.get("disabled")):
+        return None
+    if not set(map(str, new.get("protocolVersions") or [])) & set(map(str, existing.get("protocolVersions") or [])):
+        return None
+    for a in auto_formats(existing):
+        for b in auto_formats(new):
+            if (str(a.get("name", "")).lower() == str(b.get("name", "")).lower()
+                    and a.get("version") == b.get("version")
+                    and a.get("priority") is not None and a.get("priority") == b.get("priority")):
+                return f"{b.get('name')} (version {b.get('version')}, priority {b.get('priority')})"
+    return None

@@ -724,14 +724,14 @@ def runtime_admission(env: Environment) -> Iterator[Finding]:
                 yield runtime.finding("runtime-admission", f"KServe {env.release} installs a ClusterServingRuntime "
                                       f"named {runtime.name}: rename this runtime so neither replaces the other")
             for other in shipped:
-                if other.name != runtime.name and (fmt := _priority_collision(spec, other.obj.get("spec") or {})):
+                if other.name != runtime.name and (fmt := kserve.priority_collision(spec, other.obj.get("spec") or {})):
                     yield runtime.finding("runtime-admission", _collision(fmt, spec, f"KServe {env.release}'s "
                                                                          f"{other.name}"))
         for other in ours[index + 1:]:
             same_scope = other.kind == runtime.kind and (other.kind == "ClusterServingRuntime"
                                                          or _same_ns(other.namespace, runtime.namespace))
             if same_scope and other.name != runtime.name and (
-                    fmt := _priority_collision(spec, _get(other.obj, "spec", default={}))):
+                    fmt := kserve.priority_collision(spec, _get(other.obj, "spec", default={}))):
                 yield runtime.finding("runtime-admission", _collision(fmt, spec, f"{other.kind} {other.name}"))
     blocked = set(kserve.blocked_env_vars(env.release))
     for res, where, container in _admitted_containers(env):
@@ -1340,35 +1340,14 @@ def _pod_secret_refs(pod: Pod) -> list[str]:
     return [r for r in refs if r]
 
 
-def _auto_formats(spec: dict) -> list[dict]:
-    return [f for f in spec.get("supportedModelFormats") or [] if isinstance(f, dict) and f.get("autoSelect") is True]
-
-
 def _priority_differs(spec: dict) -> str | None:
     """validateModelFormatPrioritySame: one runtime gives an auto-selected format two priorities."""
     seen: dict[str, object] = {}
-    for f in _auto_formats(spec):
+    for f in kserve.auto_formats(spec):
         name, priority = str(f.get("name")), f.get("priority")
         if name in seen and seen[name] is not None and priority is not None and seen[name] != priority:
             return name
         seen.setdefault(name, priority)
-    return None
-
-
-def _priority_collision(new: dict, existing: dict) -> str | None:
-    """validateServingRuntimePriority (symmetric): the model format both auto-select with the same priority.
-    A disabled runtime collides with nothing (the webhook admits it, and skips it as the existing one)."""
-    if bool(new.get("multiModel")) != bool(existing.get("multiModel")) or True in (new.get("disabled"),
-                                                                                     existing.get("disabled")):
-        return None
-    if not set(map(str, new.get("protocolVersions") or [])) & set(map(str, existing.get("protocolVersions") or [])):
-        return None
-    for a in _auto_formats(existing):
-        for b in _auto_formats(new):
-            if (str(a.get("name", "")).lower() == str(b.get("name", "")).lower()
-                    and a.get("version") == b.get("version")
-                    and a.get("priority") is not None and a.get("priority") == b.get("priority")):
-                return f"{b.get('name')} (version {b.get('version')}, priority {b.get('priority')})"
     return None
 
 
