@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from . import apiserver, controlplane, kserve, kserve_build
+from . import apiserver, controlplane, kserve, kserve_build, schemas
 from .command import Command
 from .errors import ServingOpsError
 from .kubeapi import ApiError, Client
@@ -378,5 +378,4 @@ def load_manifests(path: Path) -> list[dict]:
 
 
 def load_yaml_documents(text: str) -> Iterable[dict]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict) and doc]
+    return [doc for doc in yaml.load_all(text, Loader=schemas.YAML_LOADER) if isinstance(doc, dict) and doc]

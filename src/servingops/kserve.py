@@ -47,7 +47,7 @@ def shipped_runtimes(tag: str) -> tuple[dict, ...]:
     folder = runtimes_dir(tag)
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     docs = tuple(
-        doc for file in files for doc in yaml.load_all(file.read_text(), Loader=releases.SAFE_LOADER)
+        doc for file in files for doc in yaml.load_all(file.read_text(), Loader=schemas.YAML_LOADER)
         if isinstance(doc, dict) and doc.get("kind") == "ClusterServingRuntime"
     )
     if not docs:

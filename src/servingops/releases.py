@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .schemas import YAML_LOADER
 from .tools import PROJECT_ROOT, is_checkout
 
 # overlays-catalog/ in a checkout; installed from git or a wheel, the catalog packaged with servingops.
@@ -19,7 +20,6 @@ CATALOG_DIR = PROJECT_ROOT / "overlays-catalog" if is_checkout() else Path(__fil
 RELEASES_FILE = CATALOG_DIR / "releases.yml"
 RUNTIMES_FILE = CATALOG_DIR / "runtimes.yml"
 ANSWERS_FILE = ".copier-answers.yml"
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same results as yaml.safe_load, in C
 
 
 @cache
@@ -74,7 +74,7 @@ def recorded_version(paths: list[Path]) -> str | None:
         for folder in [path.resolve(), *path.resolve().parents]:
             answers = folder / ANSWERS_FILE
             if answers.is_file():
-                data = yaml.load(answers.read_text(), Loader=SAFE_LOADER) or {}  # libyaml: read per lint group
+                data = yaml.load(answers.read_text(), Loader=YAML_LOADER) or {}  # libyaml: read per lint group
                 if not isinstance(data, dict):
                     return None
                 version = str(data.get("kserve_version") or "v0.16")
