@@ -145,12 +145,12 @@ def _cached_safe_load(stream: Any) -> Any:
     per process and each caller gets its own copy."""
     if not isinstance(stream, str) or len(stream) < 1024:
         return yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
-    if stream not in _PARSED:
-        _PARSED[stream] = yaml.load(stream, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
-    return copy.deepcopy(_PARSED[stream])
+    return copy.deepcopy(_parse_long(stream))
 
 
-_PARSED: dict[str, Any] = {}
+@functools.lru_cache(maxsize=64)
+def _parse_long(text: str) -> Any:
+    return yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
 
 
 def load_answers(path: Path) -> dict[str, Any]:
