@@ -20,8 +20,7 @@ import yaml
 from .tools import PROJECT_ROOT, is_checkout
 
 MIB = 1 << 20
-UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 0.001,
-         "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+# The forms quantity_mib accepts for a model's memory and disk (quantity() reads apimachinery's full grammar).
 QUANTITY = re.compile(r"^([0-9]+(?:[.][0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 ANNOTATION = "model-serving.io/capacity"
 FIGURES = ("parameters", "layers", "kvHeads", "headDim", "bytesPerWeight", "downloadBytes")
@@ -39,7 +38,7 @@ def quantity_mib(value: Any) -> int:
     match = QUANTITY.match(str(value)) if value is not None else None
     if not match:
         return -1
-    return int(float(match.group(1)) * UNITS[match.group(2) or ""] // MIB)
+    return int(quantity(match.group(0)) // MIB)
 
 
 # The full Kubernetes quantity grammar (apimachinery's resource.Quantity): a decimal number with a binary or
